@@ -1,0 +1,35 @@
+# supir-data: every target sets itself up first (`make setup` is idempotent).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+DEMO_ROOT ?= demo
+CONFIG ?= supir/configs/tiny.yaml
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: setup test demo bench lint train
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip
+	$(VENV)/bin/pip install -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest tests --ignore=tests/benchmarks -q
+
+lint: setup
+	$(VENV)/bin/ruff check schemas catalogs pipelines supir tests
+
+demo: setup
+	bash scripts/demo.sh $(DEMO_ROOT)
+
+bench: setup
+	$(PY) -m pytest tests/benchmarks -q -s -p no:cacheprovider
+
+train: setup
+	bash scripts/train.sh $(CONFIG)

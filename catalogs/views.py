@@ -1,0 +1,66 @@
+"""SQL views over the lake. Base views are one per lake table; derived views join them."""
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from catalogs.lake import PART_GLOB, list_parts, table_dir
+from schemas.tables import QUALITY_SIGNALS, TABLES
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.int32(): "INTEGER",
+    pa.uint64(): "UBIGINT",
+    pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+}
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    return _DUCK_TYPES[t]
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def base_view_sql(root: Path, table: str) -> str:
+    """``SELECT`` over the table's parts, or a typed empty relation while it has none."""
+    schema = TABLES[table]
+    if list_parts(root, table):
+        glob = str(table_dir(root, table).resolve() / PART_GLOB)
+        cols = ", ".join(f'"{f.name}"' for f in schema)
+        return f"SELECT {cols} FROM read_parquet({_quote(glob)}, union_by_name = true)"
+    cols = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
+def images_view_sql(iqa_metrics: list[str]) -> str:
+    """The `images` view: one row per input path with its final status.
+
+    `scans` holds what a worker decided alone; `decisions` holds only the rows the driver rejected
+    after looking at the whole catalog (duplicates, near-duplicates, model-metric thresholds), so the
+    join's build side stays small even for a 20M-image catalog.
+    """
+    signals = ", ".join(f"s.{name}" for name in QUALITY_SIGNALS)
+    iqa_cols = "".join(f', q."{m}" AS "iqa_{m}"' for m in iqa_metrics)
+    iqa_join = ""
+    if iqa_metrics:
+        pivots = ", ".join(f"max(score) FILTER (WHERE metric = {_quote(m)}) AS \"{m}\"" for m in iqa_metrics)
+        iqa_join = f" LEFT JOIN (SELECT image_id, {pivots} FROM iqa_scores GROUP BY image_id) q ON q.image_id = s.image_id"
+    return f"""
+SELECT s.image_id, s.path, s.source, s.width, s.height, s.format, s.mode, s.bytes,
+       CASE WHEN s.reason IS NULL AND d.reason IS NULL THEN 'accepted' ELSE 'rejected' END AS status,
+       coalesce(s.reason, d.reason) AS reason,
+       d.duplicate_of, s.phash, {signals}{iqa_cols}, s.detail, s.config_hash, s.run_id, s.ingested_at
+FROM scans s LEFT JOIN decisions d ON d.path = s.path{iqa_join}"""
+
+
+LATEST_CAPTIONS_SQL = """
+SELECT image_id, caption, model, prompt, n_tokens, run_id, created_at
+FROM captions WHERE flag IS NULL
+QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY created_at DESC, caption) = 1"""

@@ -1,0 +1,78 @@
+"""`status` and `query`: read-only views of the catalog."""
+
+import csv
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from catalogs.catalog import Catalog
+
+STATUS_SQL = """
+SELECT source,
+       count(*) AS seen,
+       count(*) FILTER (WHERE status = 'accepted') AS accepted,
+       count(*) FILTER (WHERE status = 'rejected') AS rejected
+FROM images GROUP BY source ORDER BY source"""
+
+REASONS_SQL = """
+SELECT source, reason, count(*) AS n FROM images
+WHERE status = 'rejected' GROUP BY source, reason ORDER BY source, n DESC, reason"""
+
+
+def status_rows(catalog: Catalog) -> list[dict]:
+    """Per-source counts with a ``reasons`` dict of rejection counts."""
+    rows = catalog.query(STATUS_SQL).to_pylist()
+    by_source = {r["source"]: {**r, "reasons": {}} for r in rows}
+    for r in catalog.query(REASONS_SQL).to_pylist():
+        by_source[r["source"]]["reasons"][r["reason"]] = r["n"]
+    return list(by_source.values())
+
+
+def render_status(rows: list[dict], console: Console) -> None:
+    table = Table(title="images by source")
+    for col in ("source", "seen", "accepted", "rejected", "rejected by reason"):
+        table.add_column(col, justify="left" if col in ("source", "rejected by reason") else "right")
+    for r in rows:
+        reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items())
+        table.add_row(str(r["source"]), str(r["seen"]), str(r["accepted"]), str(r["rejected"]), reasons)
+    console.print(table)
+
+
+@click.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_obj
+def status_command(settings, fmt):
+    """Per-source counts: seen, accepted, rejected by reason."""
+    rows = status_rows(Catalog(settings.root))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        render_status(rows, Console())
+
+
+@click.command("query")
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--limit", type=int, default=None, help="Show at most N rows (table format).")
+@click.pass_obj
+def query_command(settings, sql, fmt, limit):
+    """Run read-only SQL over the catalog (views: images, scans, captions, negatives, shards, ...)."""
+    result = Catalog(settings.root).query(sql)
+    rows = result.to_pylist()
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.column_names)
+        for r in rows:
+            writer.writerow([r[c] for c in result.column_names])
+    else:
+        table = Table()
+        for c in result.column_names:
+            table.add_column(c)
+        for r in rows[:limit] if limit else rows:
+            table.add_row(*["" if r[c] is None else str(r[c]) for c in result.column_names])
+        Console().print(table)

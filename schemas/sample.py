@@ -1,0 +1,41 @@
+"""The WebDataset sample spec: what one training sample in a shard holds.
+
+A sample is a dict keyed by extension (webdataset's convention). ``__key__`` is a stable id with
+no dots or slashes (webdataset splits member names at the first dot).
+"""
+
+import re
+
+SAMPLE_SPEC_VERSION = 1
+
+GT_MEMBERS = ("gt.jpg", "gt.png", "gt.webp")  # exactly one per sample
+LQ_MEMBER = "lq.png"  # present when the shard was written with `--lq precomputed`
+TEXT_MEMBER = "txt"  # caption; for a negative sample, the prompt that made it
+META_MEMBER = "json"
+
+# Fields of the `json` member. Values may be null where the catalog had nothing.
+META_FIELDS = (
+    "image_id",  # hex SHA-256 of the source file (for a negative: of the source image)
+    "negative_id",  # hex SHA-256 of the negative image; null for a positive sample
+    "source",
+    "is_negative",
+    "quality",  # {signal: value} from the catalog
+    "caption_model",
+    "degradation",  # the Real-ESRGAN recipe that made lq.png (null with --lq none)
+    "seed",
+    "crop_box",  # [left, top, right, bottom] in the (EXIF-oriented) original
+    "original_size",  # [width, height]
+    "spec_version",
+)
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def is_valid_key(key: str) -> bool:
+    """A webdataset key: no dots (they split extensions) and no slashes."""
+    return bool(_KEY_RE.match(key))
+
+
+def shard_name(name: str, split: str, index: int) -> str:
+    """Deterministic shard file name: ``NAME-{split}-{000000}.tar``."""
+    return f"{name}-{split}-{index:06d}.tar"

@@ -1,0 +1,134 @@
+"""One pyarrow schema per lake table: the contract between workers (who write parts) and the catalog.
+
+Bump ``SCHEMA_VERSION`` when a column changes meaning; adding a nullable column is compatible
+(views read parts with ``union_by_name``).
+"""
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Cheap quality signals measured by `ingest` on a reduced-size decode (see pipelines/quality.py).
+QUALITY_SIGNALS = (
+    "sharpness",  # variance of the Laplacian on luma, normalised to the analysis scale
+    "noise_sigma",  # estimated Gaussian noise sigma on 0..255 luma
+    "jpeg_quality",  # IJG quality estimated from the quantisation tables (NULL when not JPEG)
+    "blockiness",  # 8x8 grid gradient ratio (1 = no blocking)
+    "colorfulness",  # Hasler & Suesstrunk colourfulness
+    "clipping",  # fraction of luma pixels at the extremes (<=2 or >=253)
+    "edge_density",  # fraction of pixels on strong edges (texture richness)
+)
+
+_ts = pa.timestamp("us", tz="UTC")
+
+# `scans`: one row per input path, written by ingest workers. `reason` holds the rejections a worker
+# can decide alone (corrupt, truncated, unsupported, too_small, too_large, low_quality:<signal>).
+SCANS = pa.schema(
+    [
+        ("path", pa.string()),
+        ("source", pa.string()),
+        ("image_id", pa.string()),  # hex SHA-256 of the bytes; NULL when the file cannot be read
+        ("bytes", pa.int64()),
+        ("format", pa.string()),
+        ("mode", pa.string()),  # original PIL mode, before conversion to 8-bit RGB
+        ("width", pa.int32()),  # after EXIF orientation
+        ("height", pa.int32()),
+        ("phash", pa.uint64()),  # 64-bit DCT perceptual hash
+        *[(name, pa.float32()) for name in QUALITY_SIGNALS],
+        ("reason", pa.string()),
+        ("detail", pa.string()),  # human-readable detail of the rejection (decoder message...)
+        ("config_hash", pa.string()),
+        ("run_id", pa.string()),
+        ("ingested_at", _ts),
+    ]
+)
+
+# `iqa_scores`: pyiqa model metrics, long format (one row per image and metric).
+IQA_SCORES = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("metric", pa.string()),
+        ("score", pa.float32()),
+        ("lower_better", pa.bool_()),
+        ("run_id", pa.string()),
+        ("created_at", _ts),
+    ]
+)
+
+# `decisions`: the final verdict per path, recomputed by the ingest driver after every run
+# (dedup is global, so it cannot be decided by a worker). One part, replaced atomically.
+DECISIONS = pa.schema(
+    [
+        ("path", pa.string()),
+        ("status", pa.string()),  # 'accepted' | 'rejected'
+        ("reason", pa.string()),
+        ("duplicate_of", pa.string()),  # image_id of the copy that was kept
+        ("run_id", pa.string()),
+    ]
+)
+
+CAPTIONS = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("caption", pa.string()),
+        ("model", pa.string()),
+        ("prompt", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("flag", pa.string()),  # NULL for a good caption; 'empty' | 'repetitive' | 'imported' ...
+        ("run_id", pa.string()),
+        ("created_at", _ts),
+    ]
+)
+
+NEGATIVES = pa.schema(
+    [
+        ("negative_id", pa.string()),  # hex SHA-256 of the output file's bytes
+        ("image_id", pa.string()),  # the source image
+        ("path", pa.string()),
+        ("prompt", pa.string()),
+        ("strength", pa.float32()),
+        ("steps", pa.int32()),
+        ("guidance", pa.float32()),
+        ("seed", pa.int64()),
+        ("model", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("run_id", pa.string()),
+        ("created_at", _ts),
+    ]
+)
+
+SHARDS = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("name", pa.string()),
+        ("split", pa.string()),
+        ("path", pa.string()),
+        ("samples", pa.int64()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", _ts),
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("stage", pa.string()),
+        ("config_json", pa.string()),
+        ("config_hash", pa.string()),
+        ("started_at", _ts),
+    ]
+)
+
+# Every lake table; the catalog makes one view per entry (typed and empty until a part exists).
+TABLES: dict[str, pa.Schema] = {
+    "scans": SCANS,
+    "iqa_scores": IQA_SCORES,
+    "decisions": DECISIONS,
+    "captions": CAPTIONS,
+    "negatives": NEGATIVES,
+    "shards": SHARDS,
+    "runs": RUNS,
+}

@@ -1,0 +1,44 @@
+"""Shared fixtures: one Ray instance per test session, the CLI runner, offline model hubs."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray (2 CPUs) shared by every test that needs it; the CLI reuses it."""
+    import ray
+
+    from pipelines.runtime import Settings, init_ray
+
+    init_ray(Settings(root=".", num_cpus=2))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def run_cli():
+    """Run the real `supir-data` CLI in-process: ``run_cli(root, "ingest", path, ...)`` -> Result.
+
+    Fails the test on a non-zero exit unless ``expect_exit`` says otherwise.
+    """
+    from pipelines.cli import cli
+
+    def _run(root, *args, expect_exit=0):
+        result = CliRunner().invoke(cli, ["--root", str(root), *map(str, args)], catch_exceptions=True)
+        if result.exit_code != expect_exit:
+            detail = result.output
+            if result.exception is not None and not isinstance(result.exception, SystemExit):
+                import traceback
+
+                detail += "".join(traceback.format_exception(result.exception))
+            raise AssertionError(f"supir-data {' '.join(map(str, args))} exited {result.exit_code}:\n{detail}")
+        return result
+
+    return _run
