@@ -1,0 +1,100 @@
+"""Exact and near-duplicate detection.
+
+Exact duplicates share an ``image_id`` (SHA-256 of the bytes). Near duplicates share a 64-bit DCT
+perceptual hash within a Hamming distance. The pair search is multi-index hashing (Norouzi et al.,
+"Fast Search in Hamming Space with Multi-Index Hashing", CVPR 2012): the 64 bits are cut into ``m``
+substrings; two codes within distance ``d`` agree within ``d // m`` bits on at least one substring
+(pigeonhole), so probing each substring's neighbours in a sorted index finds every pair without an
+O(n²) scan. The substring width follows log2(n), so buckets stay small at 20M images.
+"""
+
+from itertools import combinations
+
+import cv2
+import numpy as np
+
+
+def phash(rgb: np.ndarray) -> int:
+    """64-bit perceptual hash: top-left 8×8 DCT coefficients of a 32×32 luma, thresholded at the median."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8].flatten()
+    bits = low > np.median(low)
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _substrings(n: int, max_distance: int) -> list[tuple[int, int]]:
+    """(shift, width) of each substring: width ≈ log2(n), at least 8 and at most 22 bits."""
+    width = int(np.clip(np.ceil(np.log2(max(n, 2))), 8, 26))
+    m = max(64 // width, 3)  # at least 3 substrings so none is wider than 22 bits
+    m = min(m, max(max_distance + 1, 3))  # more than d+1 substrings only adds work
+    bounds = np.linspace(0, 64, m + 1).astype(int)
+    return [(int(lo), int(hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _flip_masks(width: int, radius: int) -> np.ndarray:
+    masks = [0]
+    for r in range(1, radius + 1):
+        for bits in combinations(range(width), r):
+            masks.append(sum(1 << b for b in bits))
+    return np.array(masks, dtype=np.uint64)
+
+
+def near_duplicate_pairs(codes: np.ndarray, max_distance: int, chunk: int = 1 << 20) -> np.ndarray:
+    """All index pairs (i < j) with popcount(codes[i] ^ codes[j]) ≤ max_distance, as an (k, 2) array."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint64)
+    n = len(codes)
+    if n < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    found = []
+    subs = _substrings(n, max_distance)
+    radius = max_distance // len(subs)
+    for shift, width in subs:
+        mask = np.uint64((1 << width) - 1)
+        keys = (codes >> np.uint64(shift)) & mask
+        order = np.argsort(keys, kind="stable")
+        # Dense bucket table (substrings are ≤ 22 bits: at most 4M buckets): O(1) probes.
+        bucket_counts = np.bincount(keys.astype(np.int64), minlength=1 << width)
+        bucket_starts = np.cumsum(bucket_counts) - bucket_counts
+        for flip in _flip_masks(width, radius):
+            for start in range(0, n, chunk):
+                query = np.arange(start, min(n, start + chunk))
+                probe = (keys[query] ^ flip).astype(np.int64)
+                counts = bucket_counts[probe]
+                lo = bucket_starts[probe]
+                if not counts.any():
+                    continue
+                q = np.repeat(query, counts)
+                offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+                cand = order[np.repeat(lo, counts) + offsets]
+                keep = q < cand
+                q, cand = q[keep], cand[keep]
+                close = np.bitwise_count(codes[q] ^ codes[cand]) <= max_distance
+                if close.any():
+                    found.append(np.stack([q[close], cand[close]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def resolve_near_duplicates(codes: np.ndarray, max_distance: int) -> np.ndarray:
+    """Greedy near-duplicate resolution over codes given in rank order (index 0 = best copy).
+
+    A copy is kept unless it lies within ``max_distance`` of a better copy that was kept; it then
+    points at the best such copy. Returns an (k, 2) array of (duplicate index, kept index). Depends
+    only on the codes and their ranking, never on how the work was split.
+    """
+    pairs = near_duplicate_pairs(codes, max_distance) if max_distance >= 0 else np.empty((0, 2), np.int64)
+    if not len(pairs):
+        return np.empty((0, 2), dtype=np.int64)
+    neighbours: dict[int, list[int]] = {}
+    for i, j in pairs.tolist():  # i < j: i is the better-ranked copy
+        neighbours.setdefault(j, []).append(i)
+    dropped: list[tuple[int, int]] = []
+    rejected: set[int] = set()
+    for j in sorted(neighbours):
+        kept_better = [i for i in neighbours[j] if i not in rejected]
+        if kept_better:
+            dropped.append((j, min(kept_better)))
+            rejected.add(j)
+    return np.array(dropped, dtype=np.int64).reshape(-1, 2)
