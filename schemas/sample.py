@@ -39,3 +39,28 @@ def is_valid_key(key: str) -> bool:
 def shard_name(name: str, split: str, index: int) -> str:
     """Deterministic shard file name: ``NAME-{split}-{000000}.tar``."""
     return f"{name}-{split}-{index:06d}.tar"
+
+
+MANIFEST_SUFFIX = ".manifest.json"  # `NAME.manifest.json` next to the tars lists every shard and its checksum
+SPLITS = ("train", "val")
+
+
+def manifest_name(name: str) -> str:
+    return f"{name}{MANIFEST_SUFFIX}"
+
+
+def split_of(image_id: str, val_fraction: float) -> str:
+    """Train/val split from a hash of ``image_id`` alone: stable as the dataset grows and across seeds.
+
+    A negative sample follows its source image, so no val image leaks into train through its negative.
+    """
+    import hashlib
+
+    u = int.from_bytes(hashlib.sha256(f"split:{image_id}".encode()).digest()[:8], "little") / 2**64
+    return "val" if u < val_fraction else "train"
+
+
+def sample_key(image_id: str, negative_id: str | None = None, repeat: int = 0) -> str:
+    """The sample's ``__key__``: the image id (``neg-<negative_id>`` for a negative), ``-rN`` for repeat N."""
+    key = f"neg-{negative_id}" if negative_id else image_id
+    return f"{key}-r{repeat}" if repeat else key

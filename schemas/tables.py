@@ -60,6 +60,7 @@ IQA_SCORES = pa.schema(
 DECISIONS = pa.schema(
     [
         ("path", pa.string()),
+        ("source", pa.string()),  # copied from scans so `status` needs no join
         ("status", pa.string()),  # 'accepted' | 'rejected'
         ("reason", pa.string()),
         ("duplicate_of", pa.string()),  # image_id of the copy that was kept
@@ -109,6 +110,7 @@ SHARDS = pa.schema(
         ("sha256", pa.string()),
         ("run_id", pa.string()),
         ("created_at", _ts),
+        ("plan_digest", pa.string()),  # hash of what the shard should hold: `shard` skips a shard that matches
     ]
 )
 
