@@ -1,0 +1,189 @@
+"""`apply`: the CPU backend (numpy + OpenCV), one image at a time.
+
+Works in float32 BGR in [0, 1] between steps (OpenCV's JPEG codec expects BGR, so converting once at
+each end is cheaper than at every JPEG). Where it departs from the reference code it is on purpose:
+- blur with the kernel at its true size (7..21), not zero-padded to 21x21 (same sums, fewer
+  multiplications), and isotropic Gaussians as two 1-D passes;
+- the Poisson "number of distinct levels" comes from a 256-bin histogram instead of np.unique;
+- noise is drawn in float32 from the recipe's own generator; gray noise is per image;
+- JPEG is real libjpeg (OpenCV) at an integer quality.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from schemas.errors import InputImageError
+from supir.degradation import kernels
+from supir.degradation.recipe import Final, Noise, Order, Recipe
+
+INTERPOLATION = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+BORDER = cv2.BORDER_REFLECT_101  # = torch's "reflect" padding used by the reference's filter2D
+
+
+# ------------------------------------------------------------------------------- input checks
+def as_rgb_uint8(gt: np.ndarray, min_side: int = 8, max_pixels: int = 4096 * 4096) -> np.ndarray:
+    """Validate a GT image: HxWx3 (or HxW / HxWx1 gray, promoted to 3 channels) uint8."""
+    if not isinstance(gt, np.ndarray):
+        raise InputImageError(f"the GT must be a numpy array, got {type(gt).__name__}")
+    if gt.dtype != np.uint8:
+        raise InputImageError(f"the GT must be uint8 (8-bit), got {gt.dtype}; convert it first")
+    if gt.ndim == 3 and gt.shape[2] == 1:
+        gt = gt[:, :, 0]
+    if gt.ndim == 2:
+        gt = np.repeat(gt[:, :, None], 3, axis=2)
+    if gt.ndim != 3 or gt.shape[2] != 3:
+        raise InputImageError(
+            f"the GT must be HxWx3 RGB or HxW gray, got shape {gt.shape}"
+            + ("; drop or composite the alpha channel first" if gt.ndim == 3 and gt.shape[2] == 4 else "")
+        )
+    h, w = gt.shape[:2]
+    if min(h, w) < min_side:
+        raise InputImageError(f"the GT is {w}x{h}, smaller than the minimum side {min_side} px")
+    if h * w > max_pixels:
+        raise InputImageError(
+            f"the GT is {w}x{h} = {h * w} px, over max_gt_pixels={max_pixels}; crop it first "
+            "(training degrades 512x512 crops) or raise max_gt_pixels"
+        )
+    return gt
+
+
+def lq_shape(recipe: Recipe, h: int, w: int) -> tuple[int, int]:
+    """(height, width) of the LQ that `apply` returns for an h x w GT."""
+    if recipe.lq_size == "gt":
+        return h, w
+    return max(1, h // recipe.scale), max(1, w // recipe.scale)
+
+
+# --------------------------------------------------------------------------------- the steps
+def usm_sharpen(img: np.ndarray, weight: float = 0.5, radius: int = 50, threshold: float = 10.0) -> np.ndarray:
+    """Unsharp masking as Real-ESRGAN's ``gt_usm``: sharpen where |I - blur(I)| > threshold/255,
+    blended through a blurred mask so the sharpened regions have soft edges. float32 in [0, 1]."""
+    radius += radius % 2 == 0
+    blur = cv2.GaussianBlur(img, (radius, radius), 0, borderType=BORDER)
+    residual = img - blur
+    mask = (np.abs(residual) * 255 > threshold).astype(np.float32)
+    soft = cv2.GaussianBlur(mask, (radius, radius), 0, borderType=BORDER)
+    sharp = np.clip(img + weight * residual, 0, 1)
+    return img + soft * (sharp - img)
+
+
+def usm_sharpen_uint8(gt: np.ndarray, weight: float = 0.5, radius: int = 50, threshold: float = 10.0) -> np.ndarray:
+    """`usm_sharpen` on a uint8 RGB image (e.g. to store the sharpened GT next to its LQ)."""
+    x = usm_sharpen(gt.astype(np.float32) * np.float32(1 / 255), weight, radius, threshold)
+    return to_uint8(x)
+
+
+def blur(img: np.ndarray, spec: kernels.KernelSpec) -> np.ndarray:
+    if spec.kind == "delta":
+        return img
+    if spec.separable:
+        g = kernels.gaussian_1d(spec.size, spec.sigma_x).astype(np.float32)
+        return cv2.sepFilter2D(img, -1, g, g, borderType=BORDER)
+    return cv2.filter2D(img, -1, kernels.build(spec).astype(np.float32), borderType=BORDER)
+
+
+def resize(img: np.ndarray, h: int, w: int, mode: str) -> np.ndarray:
+    if img.shape[0] == h and img.shape[1] == w:
+        return img
+    return cv2.resize(img, (w, h), interpolation=INTERPOLATION[mode])
+
+
+def add_noise(img: np.ndarray, noise: Noise) -> np.ndarray:
+    """Gaussian or Poisson noise, then clip to [0, 1] (in place when possible)."""
+    rng = np.random.default_rng(noise.seed)
+    h, w = img.shape[:2]
+    if noise.kind == "gaussian":
+        shape = (h, w, 1) if noise.gray else (h, w, 3)
+        n = rng.standard_normal(shape, dtype=np.float32)
+        n *= np.float32(noise.level / 255.0)
+    else:
+        base = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None] if noise.gray else img
+        n = poisson_noise(base, noise.level, rng)
+    img = img + n  # broadcasts a gray field over the channels
+    return np.clip(img, 0, 1, out=img)
+
+
+def poisson_noise(img: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Shot noise as the reference: quantise to 8 bits, count photons in ``vals`` = the next power of
+    two above the number of distinct levels, return scale * (Poisson(x·vals)/vals − x)."""
+    levels = np.rint(img * 255).clip(0, 255).astype(np.uint8)
+    distinct = int(np.count_nonzero(np.bincount(levels.ravel(), minlength=256)))
+    vals = 2.0 ** math.ceil(math.log2(max(distinct, 1)))
+    # Poisson draws per pixel, but its rate takes at most 256 values: look the rate up per level
+    rate = (np.arange(256) * (vals / 255.0))[levels]
+    counts = rng.poisson(rate).astype(np.float32)
+    noisy = counts * np.float32(1 / vals) - levels * np.float32(1 / 255)
+    noisy *= np.float32(scale)
+    return noisy
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Round [0, 1] float32 to uint8 (saturating, round half to even like the reference's round())."""
+    return cv2.convertScaleAbs(np.clip(img, 0, 1), alpha=255.0)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """Real libjpeg round trip at an integer quality (4:2:0 chroma, as OpenCV's default)."""
+    ok, buf = cv2.imencode(".jpg", to_uint8(img), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV only fails here on an empty image
+        raise InputImageError("JPEG encoding failed")
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return out.astype(np.float32) * np.float32(1 / 255)
+
+
+def first_order(img: np.ndarray, order: Order) -> np.ndarray:
+    if order.kernel is not None:
+        img = blur(img, order.kernel)
+    h, w = img.shape[:2]
+    r = order.resize
+    img = resize(img, max(1, int(h * r.scale)), max(1, int(w * r.scale)), r.mode)
+    img = add_noise(img, order.noise)
+    if order.jpeg_quality is not None:
+        img = jpeg(img, order.jpeg_quality)
+    return img
+
+
+def second_order(img: np.ndarray, order: Order, h_lq: int, w_lq: int) -> np.ndarray:
+    if order.kernel is not None:
+        img = blur(img, order.kernel)
+    r = order.resize  # relative to the LQ size, so the two orders together land near GT/scale
+    img = resize(img, max(1, int(h_lq * r.scale)), max(1, int(w_lq * r.scale)), r.mode)
+    return add_noise(img, order.noise)
+
+
+def final_step(img: np.ndarray, final: Final, h_lq: int, w_lq: int) -> np.ndarray:
+    def resize_and_sinc(x):
+        x = resize(x, h_lq, w_lq, final.resize_mode)
+        return blur(x, final.sinc) if final.sinc is not None else x
+
+    # [resize + sinc] then JPEG, or JPEG then [resize + sinc]; sinc then JPEG then resize would
+    # twist lines (Real-ESRGAN's note), so it is never drawn.
+    if final.sinc_first:
+        return jpeg(resize_and_sinc(img), final.jpeg_quality)
+    return resize_and_sinc(jpeg(img, final.jpeg_quality))
+
+
+def apply(recipe: Recipe, gt: np.ndarray) -> np.ndarray:
+    """Degrade one uint8 RGB GT by ``recipe``: the LQ as uint8 RGB, at GT/scale (or GT size when
+    ``recipe.lq_size == "gt"``). Deterministic: the same (recipe, gt) gives the same bytes."""
+    gt = as_rgb_uint8(gt, max(recipe.min_gt_side, recipe.scale), recipe.max_gt_pixels)
+    h, w = gt.shape[:2]
+    h_lq, w_lq = max(1, h // recipe.scale), max(1, w // recipe.scale)
+    img = cv2.cvtColor(gt, cv2.COLOR_RGB2BGR).astype(np.float32)
+    img *= np.float32(1 / 255)
+    if recipe.gt_usm:
+        img = usm_sharpen(img, recipe.usm_weight, recipe.usm_radius, recipe.usm_threshold)
+    img = first_order(img, recipe.first)
+    if recipe.second is not None:
+        img = second_order(img, recipe.second, h_lq, w_lq)
+        img = final_step(img, recipe.final, h_lq, w_lq)
+    else:
+        img = resize(img, h_lq, w_lq, recipe.resize_back_mode)
+    lq = cv2.cvtColor(to_uint8(img), cv2.COLOR_BGR2RGB)
+    if recipe.lq_size == "gt":
+        lq = resize(lq, h, w, recipe.resize_back_mode)
+    return lq
