@@ -1,0 +1,306 @@
+"""`supir-data ingest`: scan → score → deduplicate → record every input path in the catalog.
+
+Stage shape (DESIGN.md): select the paths not scanned yet (anti-join on `scans`), run the pure
+per-batch :func:`scan_batch` on Ray (each task writes one Parquet part with a deterministic name),
+register the parts, optionally score survivors with pyiqa models, then decide duplicates over the
+whole catalog in the driver and write `decisions`. A killed run is finished by running it again.
+"""
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import click
+import numpy as np
+import pyarrow as pa
+
+from catalogs.catalog import Catalog
+from catalogs.lake import remove_temp_files, write_part
+from pipelines.decode import Rejected, decode
+from pipelines.quality import QualityThresholds, cheap_signals, judge, load_thresholds
+from pipelines.runtime import Settings, init_ray, progress
+from pipelines.sources import expand_paths, read_bytes
+from schemas.runs import config_hash, new_run_id, utc_now
+from schemas.tables import QUALITY_SIGNALS
+
+DEFAULT_MIN_SIDE = 1024  # the paper keeps images of at least 1024 px
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_NEAR_DUP_DISTANCE = 4  # Hamming distance between 64-bit perceptual hashes
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything a worker needs to scan a file (picklable, hashed into the rows)."""
+
+    min_side: int = DEFAULT_MIN_SIDE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+
+    def digest(self) -> str:
+        return config_hash(asdict(self))
+
+
+def scan_file(path: str, source: str, cfg: ScanConfig) -> dict:
+    """One input path → one `scans` row. Never raises for bad input: failures become a reason."""
+    row: dict = {"path": path, "source": source}
+    try:
+        data = read_bytes(path)
+    except Exception as exc:  # missing, permission, network: the path still gets a row
+        return {**row, "reason": "unreadable", "detail": f"{type(exc).__name__}: {exc}"}
+    row["image_id"] = hashlib.sha256(data).hexdigest()
+    row["bytes"] = len(data)
+    try:
+        decoded = decode(data, cfg.min_side, cfg.max_pixels)
+    except Rejected as rej:
+        header = getattr(rej, "header", None)
+        if header is not None:
+            row.update(format=header.format, mode=header.mode, width=header.width, height=header.height)
+        return {**row, "reason": rej.reason, "detail": rej.detail}
+    h = decoded.header
+    row.update(format=h.format, mode=h.mode, width=h.width, height=h.height)
+    from pipelines.dedup import phash
+
+    row["phash"] = phash(decoded.rgb)
+    signals = cheap_signals(decoded.rgb, decoded.scale, decoded.qtables)
+    row.update({k: (None if signals.get(k) is None else float(signals[k])) for k in QUALITY_SIGNALS})
+    row["reason"] = judge(signals, cfg.thresholds)
+    return row
+
+
+def scan_batch(paths, sources, cfg: ScanConfig) -> list[dict]:
+    """The pure per-batch function: scan each file (no Ray, no catalog)."""
+    return [scan_file(str(p), str(s), cfg) for p, s in zip(paths, sources)]
+
+
+def _scan_and_write(batch: dict, root: str, cfg: ScanConfig, run_id: str, digest: str) -> dict:
+    """Ray wrapper: scan a batch, write it as one part named after its paths, return a summary."""
+    rows = scan_batch(batch["path"], batch["source"], cfg)
+    now = utc_now()
+    for r in rows:
+        r.update(config_hash=digest, run_id=run_id, ingested_at=now)
+    name = hashlib.sha256("\n".join(r["path"] for r in rows).encode()).hexdigest()[:32]
+    write_part(root, "scans", rows, name=name)
+    return {"path": [r["path"] for r in rows], "reason": [r.get("reason") or "" for r in rows]}
+
+
+def pending_paths(catalog: Catalog, inputs: list[tuple[str, str]]) -> pa.Table:
+    """Inputs with no `scans` row yet (the anti-join that makes ingest resumable)."""
+    table = pa.table({"path": [p for p, _ in inputs], "source": [s for _, s in inputs]})
+    with catalog.reader() as con:
+        con.register("inputs", table)
+        return con.sql(
+            "SELECT i.path, i.source FROM inputs i ANTI JOIN scans s ON s.path = i.path ORDER BY i.path"
+        ).to_arrow_table()
+
+
+@dataclass
+class IngestOptions:
+    paths: list[str]
+    source: str | None = None
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    metrics: tuple[str, ...] = ()
+    weights_dir: str | None = None
+    near_dup_distance: int = DEFAULT_NEAR_DUP_DISTANCE
+    batch_size: int = 16
+
+
+@dataclass
+class IngestResult:
+    run_id: str
+    inputs: int
+    scanned: int
+    reasons: dict[str, int]
+
+
+def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = True) -> IngestResult:
+    catalog = Catalog(settings.root)
+    if opts.metrics:
+        from pipelines.iqa import check_metrics
+
+        check_metrics(list(opts.metrics), opts.weights_dir)  # fail before any work
+    inputs = expand_paths(opts.paths, opts.source)
+    remove_temp_files(catalog.root)
+    catalog.refresh()
+    todo = pending_paths(catalog, inputs)
+    run_id = new_run_id("ingest")
+    digest = opts.scan.digest()
+    catalog.record_run(run_id, "ingest", {"paths": opts.paths, **asdict(opts.scan), "metrics": opts.metrics,
+                                          "near_dup_distance": opts.near_dup_distance})
+    reasons: dict[str, int] = {}
+    if len(todo):
+        init_ray(settings)
+        import ray
+
+        chunks = [todo.slice(i, opts.batch_size) for i in range(0, len(todo), opts.batch_size)]
+        ds = ray.data.from_arrow(chunks).map_batches(
+            _scan_and_write,
+            batch_size=None,  # one block = one batch = one part
+            fn_kwargs={"root": str(catalog.root), "cfg": opts.scan, "run_id": run_id, "digest": digest},
+            batch_format="pyarrow",
+        )
+        _drain(ds, len(todo), reasons, show_progress)
+        catalog.refresh()
+    if opts.metrics:
+        _score_iqa(catalog, opts, run_id)
+    decide(catalog, opts, run_id)
+    return IngestResult(run_id=run_id, inputs=len(inputs), scanned=len(todo), reasons=reasons)
+
+
+def _drain(ds, total: int, reasons: dict[str, int], show: bool) -> None:
+    accepted = 0
+    start = time.monotonic()
+    bar = progress("ingest", accepted=0, rejected=0, files_per_s="0.0")
+    task = bar.add_task("ingest", total=total, accepted=0, rejected=0, files_per_s="0.0")
+    with bar if show else _NullContext():
+        done = 0
+        for summary in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for reason in summary.column("reason").to_pylist():
+                if reason:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                else:
+                    accepted += 1
+            done += len(summary)
+            rate = done / max(time.monotonic() - start, 1e-6)
+            bar.update(task, completed=done, accepted=accepted, rejected=done - accepted, files_per_s=f"{rate:.1f}")
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
+    from pipelines.iqa import score_images
+
+    todo = catalog.query(
+        "SELECT DISTINCT s.image_id, min(s.path) AS path FROM scans s WHERE s.reason IS NULL "
+        "AND (SELECT count(DISTINCT q.metric) FROM iqa_scores q WHERE q.image_id = s.image_id "
+        "AND list_contains(?, q.metric)) < ? GROUP BY s.image_id ORDER BY s.image_id",
+        [list(opts.metrics), len(opts.metrics)],
+    ).to_pylist()
+    if todo:
+        score_images(todo, list(opts.metrics), opts.weights_dir, run_id, str(catalog.root))
+        catalog.refresh()
+
+
+# Copy ranking for dedup: the best copy of a group is kept. Model metric first (when scored), then
+# resolution, then compression, noise and detail; image_id and path break ties deterministically.
+_RANK_SQL = """
+SELECT s.path, s.source, s.image_id, s.phash, {iqa_expr} AS iqa
+FROM scans s {iqa_join}
+WHERE s.reason IS NULL AND s.phash IS NOT NULL {iqa_filter}
+ORDER BY iqa DESC NULLS LAST, s.width * s.height DESC, coalesce(s.jpeg_quality, 101) DESC,
+         s.noise_sigma ASC NULLS LAST, s.sharpness DESC NULLS LAST, s.image_id, s.path"""
+
+
+def decide(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
+    """Rewrite `decisions` over the whole catalog: model-metric rejections, exact and near duplicates."""
+    iqa_rejected = _iqa_rejections(catalog, opts)
+    params: list = []
+    iqa_expr, iqa_join, iqa_filter = "NULL::DOUBLE", "", ""
+    if opts.metrics:
+        m = opts.metrics[0]
+        iqa_expr = "CASE WHEN q.lower_better THEN -q.score ELSE q.score END"
+        iqa_join = "LEFT JOIN iqa_scores q ON q.image_id = s.image_id AND q.metric = ?"
+        params.append(m)
+    if iqa_rejected:
+        iqa_filter = "AND NOT list_contains(?, s.path)"
+        params.append(sorted(iqa_rejected))
+    ranked = catalog.query(_RANK_SQL.format(iqa_expr=iqa_expr, iqa_join=iqa_join, iqa_filter=iqa_filter), params)
+    rows = [{"path": p, "source": src, "status": "rejected", "reason": r, "duplicate_of": None}
+            for p, (src, r) in sorted(iqa_rejected.items())]
+    rows += _duplicate_rows(ranked, opts.near_dup_distance)
+    for r in rows:
+        r["run_id"] = run_id
+    write_part(catalog.root, "decisions", rows, name="current")
+    catalog.refresh()
+
+
+def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
+    from pipelines.dedup import resolve_near_duplicates
+
+    paths = ranked.column("path").to_pylist()
+    ids = ranked.column("image_id").to_pylist()
+    sources = ranked.column("source").to_pylist()
+    codes = ranked.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
+    rows, first_of = [], {}
+    unique_idx = []
+    for i, image_id in enumerate(ids):  # rank order: the first copy of a hash is the best one
+        if image_id in first_of:
+            rows.append({"path": paths[i], "source": sources[i], "status": "rejected", "reason": "duplicate",
+                         "duplicate_of": image_id})
+        else:
+            first_of[image_id] = i
+            unique_idx.append(i)
+    unique_idx_arr = np.array(unique_idx, dtype=np.int64)
+    near_of: dict[str, str] = {}
+    for dup, kept in resolve_near_duplicates(codes[unique_idx_arr], max_distance).tolist():
+        d, k = unique_idx_arr[dup], unique_idx_arr[kept]
+        near_of[ids[d]] = ids[k]
+        rows.append({"path": paths[d], "source": sources[d], "status": "rejected", "reason": "near_duplicate",
+                     "duplicate_of": ids[k]})
+    for r in rows:  # an exact copy of a near duplicate points at the copy that was finally kept
+        if r["reason"] == "duplicate" and r["duplicate_of"] in near_of:
+            r["duplicate_of"] = near_of[r["duplicate_of"]]
+    return rows
+
+
+def _iqa_rejections(catalog: Catalog, opts: IngestOptions) -> dict[str, tuple[str, str]]:
+    if not opts.metrics:
+        return {}
+    from pipelines.iqa import judge_iqa
+
+    thresholds = opts.scan.thresholds
+    scores = catalog.query(
+        "SELECT s.path, s.source, q.metric, q.score FROM scans s JOIN iqa_scores q ON q.image_id = s.image_id "
+        "WHERE s.reason IS NULL AND list_contains(?, q.metric) ORDER BY s.path, q.metric",
+        [list(opts.metrics)],
+    ).to_pylist()
+    by_path: dict[str, dict[str, float]] = {}
+    source_of: dict[str, str] = {}
+    for r in scores:
+        by_path.setdefault(r["path"], {})[r["metric"]] = r["score"]
+        source_of[r["path"]] = r["source"]
+    out = {}
+    for path, s in by_path.items():
+        reason = judge_iqa(s, thresholds)
+        if reason:
+            out[path] = (source_of[path], reason)
+    return out
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--source", default=None, help="Source name (default: the folder's or list file's name).")
+@click.option("--min-side", type=int, default=DEFAULT_MIN_SIDE, show_default=True, help="Reject short side below this.")
+@click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True, help="Reject larger images unread.")
+@click.option("--config", "config_file", default=None, help="Quality thresholds YAML (overrides the defaults).")
+@click.option("--metric", "metrics", multiple=True, help="pyiqa metric to score and threshold (musiq, clipiqa, ...).")
+@click.option("--weights-dir", default=None, help="Folder holding pyiqa weight files (else the torch hub cache).")
+@click.option("--near-dup-distance", type=int, default=DEFAULT_NEAR_DUP_DISTANCE, show_default=True,
+              help="Max Hamming distance between perceptual hashes of near duplicates (-1 disables).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Files per Ray task (and per part file).")
+@click.pass_obj
+def ingest_command(settings: Settings, paths, source, min_side, max_pixels, config_file, metrics, weights_dir,
+                   near_dup_distance, batch_size):
+    """Scan, quality-filter and deduplicate images; record every path in the catalog.
+
+    PATH is a file, a folder (recursive), a glob, a .txt/.csv/.parquet list of paths, or an fsspec URL.
+    """
+    from rich.console import Console
+
+    from pipelines.report import render_status, status_rows
+
+    scan = ScanConfig(min_side=min_side, max_pixels=max_pixels, thresholds=load_thresholds(config_file))
+    opts = IngestOptions(paths=list(paths), source=source, scan=scan, metrics=tuple(metrics),
+                         weights_dir=weights_dir, near_dup_distance=near_dup_distance, batch_size=batch_size)
+    result = run_ingest(settings, opts)
+    console = Console()
+    console.print(
+        f"run {result.run_id}: {result.inputs} input paths, {result.scanned} scanned now "
+        f"({result.inputs - result.scanned} already in the catalog)"
+    )
+    render_status(status_rows(Catalog(settings.root)), console)
