@@ -1,0 +1,253 @@
+"""`apply_batch_torch`: the same recipes on torch tensors (CPU in tests, GPU in the trainer).
+
+Same steps and semantics as the CPU backend; what differs and why:
+- JPEG is a torch re-implementation of baseline libjpeg (4:2:0, integer-scaled Annex K tables
+  clamped to [1, 255], float DCT, integer rounding of every stored value, triangle chroma
+  up-sampling). libjpeg's fixed-point DCT and colour maths round differently, so outputs are close
+  but not bit-equal to the CPU backend (PSNR measured in ``docs/degradation.md``).
+- Noise comes from a torch generator seeded with the recipe's noise seed: same distribution as the
+  CPU backend, different realisation. Gray noise is drawn per image (the reference drew one field
+  for the whole batch).
+- area/bilinear/bicubic resizes are ``F.interpolate`` (the reference's own GPU path).
+Samples are degraded one after another: after the first resize every sample has its own size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from schemas.errors import ConfigError, InputImageError
+from supir.degradation import kernels
+from supir.degradation.recipe import Final, Noise, Order, Recipe
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2.COLOR_BGR2GRAY
+
+# JPEG Annex K quantisation tables (quality 50), row-major
+_LUMA_Q = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+           14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
+_CHROMA_Q = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+             47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
+
+
+def quant_table(base: list[int], quality: int) -> np.ndarray:
+    """libjpeg's jpeg_quality_scaling + jpeg_add_quant_table (baseline: entries clamped to [1, 255])."""
+    quality = min(max(int(quality), 1), 100)
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    q = (np.asarray(base, dtype=np.int64) * scale + 50) // 100
+    return np.clip(q, 1, 255).reshape(8, 8)
+
+
+def _dct_matrix(device) -> torch.Tensor:
+    # orthonormal DCT-II: the JPEG FDCT F(u,v) = ¼C(u)C(v)ΣΣ f cos cos is D f Dᵀ with this D
+    n = torch.arange(8, dtype=torch.float64)
+    d = torch.cos((2 * n[None, :] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return d.to(device=device, dtype=torch.float32)
+
+
+def _blocks(plane: torch.Tensor) -> torch.Tensor:
+    h, w = plane.shape
+    return plane.view(h // 8, 8, w // 8, 8).permute(0, 2, 1, 3)
+
+
+def _unblocks(blocks: torch.Tensor) -> torch.Tensor:
+    bh, bw = blocks.shape[:2]
+    return blocks.permute(0, 2, 1, 3).reshape(bh * 8, bw * 8)
+
+
+def _code_plane(plane: torch.Tensor, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Level shift, 8x8 DCT, quantise (integer), de-quantise, inverse DCT: one JPEG component."""
+    b = _blocks(plane - 128.0)
+    coef = torch.round((d @ b @ d.T) / q) * q
+    return _unblocks(d.T @ coef @ d) + 128.0
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG round trip of one 1x3xHxW RGB image in [0, 1] at an integer quality (4:2:0)."""
+    _, _, h, w = x.shape
+    u = torch.round(x.clamp(0, 1) * 255.0)
+    # the encoder replicates the last row/column up to whole 16x16 MCUs
+    u = F.pad(u, (0, (-w) % 16, 0, (-h) % 16), mode="replicate")[0]
+    r, g, b = u[0], u[1], u[2]
+    y = torch.round(0.299 * r + 0.587 * g + 0.114 * b)
+    cb = torch.round(-0.168736 * r - 0.331264 * g + 0.5 * b + 128.0)
+    cr = torch.round(0.5 * r - 0.418688 * g - 0.081312 * b + 128.0)
+    chroma = torch.round(F.avg_pool2d(torch.stack([cb, cr])[None], 2))[0]
+    d = _dct_matrix(x.device)
+    ql = torch.as_tensor(quant_table(_LUMA_Q, quality), dtype=torch.float32, device=x.device)
+    qc = torch.as_tensor(quant_table(_CHROMA_Q, quality), dtype=torch.float32, device=x.device)
+    y = _code_plane(y, ql, d).round().clamp(0, 255)
+    # chroma planes are 1/2 size; pad them to whole 8x8 blocks (MCU alignment guarantees this)
+    c = torch.stack([_code_plane(chroma[i], qc, d) for i in range(2)]).round().clamp(0, 255)
+    # decoder "fancy" up-sampling = triangle filter = bilinear, half-pixel centres, edge clamp
+    c = F.interpolate(c[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
+    cb, cr = c[0] - 128.0, c[1] - 128.0
+    rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb])
+    rgb = torch.round(rgb).clamp(0, 255)[:, :h, :w]
+    return (rgb / 255.0)[None]
+
+
+# ----------------------------------------------------------------------------------- steps
+def _reflect_index(n: int, p: int, device) -> torch.Tensor:
+    # reflect-101 indices for any pad (also pad >= n, where F.pad(mode="reflect") refuses)
+    i = np.arange(-p, n + p)
+    if n == 1:
+        return torch.zeros(len(i), dtype=torch.long, device=device)
+    period = 2 * (n - 1)
+    i = np.abs(i) % period
+    i = np.where(i >= n, period - i, i)
+    return torch.as_tensor(i, device=device)
+
+
+def reflect_pad(x: torch.Tensor, p: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if p < h and p < w:
+        return F.pad(x, (p, p, p, p), mode="reflect")
+    x = x.index_select(-2, _reflect_index(h, p, x.device))
+    return x.index_select(-1, _reflect_index(w, p, x.device))
+
+
+def filter2d(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """Correlate each channel of 1xCxHxW with a k x k kernel, reflect-101 border (= cv2.filter2D)."""
+    c, k = x.shape[1], kernel.shape[0]
+    weight = torch.as_tensor(kernel, dtype=x.dtype, device=x.device).expand(c, 1, k, k)
+    return F.conv2d(reflect_pad(x, k // 2), weight, groups=c)
+
+
+def sep_filter2d(x: torch.Tensor, g: np.ndarray) -> torch.Tensor:
+    c, k = x.shape[1], len(g)
+    gt = torch.as_tensor(g, dtype=x.dtype, device=x.device)
+    x = reflect_pad(x, k // 2)
+    x = F.conv2d(x, gt.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(x, gt.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def blur(x: torch.Tensor, spec: kernels.KernelSpec) -> torch.Tensor:
+    if spec.kind == "delta":
+        return x
+    if spec.separable:
+        return sep_filter2d(x, kernels.gaussian_1d(spec.size, spec.sigma_x))
+    return filter2d(x, kernels.build(spec))
+
+
+def resize(x: torch.Tensor, h: int, w: int, mode: str) -> torch.Tensor:
+    if x.shape[-2] == h and x.shape[-1] == w:
+        return x
+    if mode == "area":
+        return F.interpolate(x, size=(h, w), mode="area")
+    return F.interpolate(x, size=(h, w), mode=mode, align_corners=False)
+
+
+def usm_sharpen(x: torch.Tensor, weight: float, radius: int, threshold: float) -> torch.Tensor:
+    radius += radius % 2 == 0
+    sigma = 0.3 * ((radius - 1) * 0.5 - 1) + 0.8  # OpenCV's sigma for GaussianBlur(ksize, 0)
+    ax = np.arange(radius) - radius // 2
+    g = np.exp(-0.5 * (ax / sigma) ** 2)
+    g /= g.sum()
+    residual = x - sep_filter2d(x, g)
+    mask = (residual.abs() * 255 > threshold).to(x.dtype)
+    soft = sep_filter2d(mask, g)
+    sharp = (x + weight * residual).clamp(0, 1)
+    return x + soft * (sharp - x)
+
+
+def add_noise(x: torch.Tensor, noise: Noise) -> torch.Tensor:
+    g = torch.Generator(device=x.device)
+    g.manual_seed(noise.seed)
+    _, _, h, w = x.shape
+    if noise.kind == "gaussian":
+        n = torch.randn((1, 1 if noise.gray else 3, h, w), generator=g, device=x.device, dtype=x.dtype)
+        n = n * (noise.level / 255.0)
+    else:
+        base = x
+        if noise.gray:
+            wts = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            base = (x * wts).sum(1, keepdim=True)
+        levels = torch.round(base * 255).clamp(0, 255)
+        # 2^ceil(log2(#distinct 8-bit levels)) "photons" per unit, computed without a device sync
+        distinct = (torch.bincount(levels.flatten().long(), minlength=256) > 0).sum().clamp(min=1)
+        vals = torch.exp2(torch.ceil(torch.log2(distinct.to(x.dtype))))
+        clean = levels / 255.0
+        n = (torch.poisson(clean * vals, generator=g) / vals - clean) * noise.level
+    return (x + n).clamp(0, 1)
+
+
+def first_order(x: torch.Tensor, order: Order) -> torch.Tensor:
+    if order.kernel is not None:
+        x = blur(x, order.kernel)
+    h, w = x.shape[-2:]
+    r = order.resize
+    x = resize(x, max(1, int(h * r.scale)), max(1, int(w * r.scale)), r.mode)
+    x = add_noise(x, order.noise)
+    return jpeg(x, order.jpeg_quality) if order.jpeg_quality is not None else x
+
+
+def second_order(x: torch.Tensor, order: Order, h_lq: int, w_lq: int) -> torch.Tensor:
+    if order.kernel is not None:
+        x = blur(x, order.kernel)
+    r = order.resize
+    x = resize(x, max(1, int(h_lq * r.scale)), max(1, int(w_lq * r.scale)), r.mode)
+    return add_noise(x, order.noise)
+
+
+def final_step(x: torch.Tensor, final: Final, h_lq: int, w_lq: int) -> torch.Tensor:
+    def resize_and_sinc(y):
+        y = resize(y, h_lq, w_lq, final.resize_mode)
+        return blur(y, final.sinc) if final.sinc is not None else y
+
+    if final.sinc_first:
+        return jpeg(resize_and_sinc(x), final.jpeg_quality)
+    return resize_and_sinc(jpeg(x, final.jpeg_quality))
+
+
+def _quantise(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.clamp(0, 1) * 255.0) / 255.0
+
+
+def degrade_one(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """One 1x3xHxW RGB image in [0, 1] -> its LQ (values on the 8-bit grid, like the CPU backend)."""
+    h, w = x.shape[-2:]
+    h_lq, w_lq = max(1, h // recipe.scale), max(1, w // recipe.scale)
+    if recipe.gt_usm:
+        x = usm_sharpen(x, recipe.usm_weight, recipe.usm_radius, recipe.usm_threshold)
+    x = first_order(x, recipe.first)
+    if recipe.second is not None:
+        x = second_order(x, recipe.second, h_lq, w_lq)
+        x = final_step(x, recipe.final, h_lq, w_lq)
+    else:
+        x = resize(x, h_lq, w_lq, recipe.resize_back_mode)
+    x = _quantise(x)
+    if recipe.lq_size == "gt":
+        x = _quantise(resize(x, h, w, recipe.resize_back_mode))
+    return x
+
+
+@torch.no_grad()
+def apply_batch_torch(recipes: list[Recipe], gt: torch.Tensor) -> torch.Tensor:
+    """Degrade a batch: ``gt`` Bx3xHxW float in [0, 1] (RGB; Bx1xHxW gray is promoted), one recipe
+    per sample. Returns the LQ batch, float in [0, 1] on the 8-bit grid, on ``gt``'s device."""
+    if not isinstance(gt, torch.Tensor) or gt.ndim != 4 or gt.shape[1] not in (1, 3):
+        shape = tuple(gt.shape) if isinstance(gt, torch.Tensor) else type(gt).__name__
+        raise InputImageError(f"the GT batch must be a Bx3xHxW (or Bx1xHxW) tensor, got {shape}")
+    if not gt.is_floating_point():
+        raise InputImageError(f"the GT batch must be float in [0, 1], got {gt.dtype}")
+    if len(recipes) != gt.shape[0]:
+        raise ConfigError(f"{len(recipes)} recipes for a batch of {gt.shape[0]} images")
+    if len({(r.scale, r.lq_size) for r in recipes}) > 1:
+        raise ConfigError("every recipe of a batch must share scale and lq_size (one config per batch)")
+    if gt.shape[1] == 1:
+        gt = gt.expand(-1, 3, -1, -1)
+    h, w = gt.shape[-2:]
+    if recipes:
+        r = recipes[0]
+        if min(h, w) < max(r.min_gt_side, r.scale):
+            raise InputImageError(f"the GT is {w}x{h}, smaller than the minimum side {max(r.min_gt_side, r.scale)} px")
+        if h * w > r.max_gt_pixels:
+            raise InputImageError(f"the GT is {w}x{h}, over max_gt_pixels={r.max_gt_pixels}; crop it first")
+    x = gt.float()
+    return torch.cat([degrade_one(x[i : i + 1], recipe) for i, recipe in enumerate(recipes)])
