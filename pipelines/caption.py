@@ -1,0 +1,343 @@
+"""`supir-data caption`: LLaVA-1.5 captions for accepted images (paper §3.2), on a Ray actor pool.
+
+The per-batch work is :func:`caption_images` (a loaded model + processor + PIL images -> captions,
+testable without Ray); :class:`CaptionActor` wraps it for Ray and writes one Parquet part per batch.
+Work = accepted images without a caption row for this (model, prompt), so runs resume and never
+duplicate. Degenerate generations are stored with a ``flag`` ('empty' | 'repetitive' | 'unreadable')
+and are not retried by default: greedy decoding would repeat them exactly (``--retry-flagged`` does).
+"""
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import pyarrow as pa
+
+from catalogs.catalog import Catalog
+from catalogs.lake import write_part
+from pipelines.model_stage import load_rgb, part_name, plan_actor_pool, run_actor_stage, short_hash
+from schemas.errors import ConfigError, InputImageError, MissingWeightsError
+from schemas.runs import new_run_id, utc_now
+from supir.prompts import CAPTION_PROMPT
+
+DEFAULT_MODEL = "llava-hf/llava-1.5-13b-hf"
+LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"  # llava-1.5's conversation format
+MIN_LOOP_TOKENS = 12  # a repeated tail shorter than this is style, not a loop
+LOOP_FRACTION = 0.25  # ... unless it covers this much of the caption
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    model: str = DEFAULT_MODEL
+    prompt: str = CAPTION_PROMPT
+    template: str = LLAVA_TEMPLATE
+    max_new_tokens: int = 256
+    dtype: str = "auto"  # auto = bf16 (fp16 without bf16 support) on GPU, fp32 on CPU
+    load_in: str | None = None  # '8bit' | '4bit' (bitsandbytes, GPU only)
+
+
+@dataclass(frozen=True)
+class Generation:
+    caption: str
+    n_tokens: int
+    flag: str | None  # None for a good caption
+
+
+def model_key(model: str) -> str:
+    """What the `model` column records: a local folder's absolute path, else the hub id as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
+# -- the per-batch function (no Ray) ----------------------------------------------------------------
+def load_captioner(cfg: CaptionConfig, device: str = "cpu"):
+    """(model, processor) through the same `from_pretrained` path for hub ids and local folders."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if cfg.dtype == "auto":
+        gpu_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if gpu_bf16 else torch.float16)
+    else:
+        dtype = dtypes[cfg.dtype]
+    kwargs: dict = {"dtype": dtype}
+    if cfg.load_in:
+        if not device.startswith("cuda"):
+            raise ConfigError(f"--load-in {cfg.load_in} needs a GPU (bitsandbytes); none is visible")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=cfg.load_in == "8bit", load_in_4bit=cfg.load_in == "4bit", bnb_4bit_compute_dtype=dtype
+        )
+        kwargs["device_map"] = {"": device}
+    try:
+        processor = AutoProcessor.from_pretrained(cfg.model)
+        model = AutoModelForImageTextToText.from_pretrained(cfg.model, **kwargs).eval()
+    except OSError as exc:
+        raise MissingWeightsError(
+            f"cannot load captioning model {cfg.model!r}: {exc}. Give --model a local folder "
+            "(save_pretrained layout) or a hub id whose files are in the Hugging Face cache."
+        ) from exc
+    if not cfg.load_in:
+        model = model.to(device)
+    processor.tokenizer.padding_side = "left"  # batched generation appends to the right
+    return model, processor
+
+
+def processor_min_side(processor) -> int | None:
+    """The short side the processor resizes to (336 for llava-1.5): decode no larger than this."""
+    ip = getattr(processor, "image_processor", None)
+    sizes = [getattr(ip, "size", None), getattr(ip, "crop_size", None)]
+    sides = []
+    for size in sizes:
+        size = dict(size) if size is not None else {}
+        sides += [v for k, v in size.items() if k in ("shortest_edge", "height", "width") and v]
+    return max(sides) if sides else None
+
+
+def repeated_tail(token_ids: list[int]) -> int:
+    """Length of the longest tail made of one block (of any period) repeated at least 3 times."""
+    n, best = len(token_ids), 0
+    for period in range(1, n // 3 + 1):
+        k = 0
+        while k + period < n and token_ids[n - 1 - k] == token_ids[n - 1 - k - period]:
+            k += 1
+        if (k + period) // period >= 3:
+            best = max(best, k + period)
+    return best
+
+
+def degenerate_flag(text: str, token_ids: list[int], hit_limit: bool) -> str | None:
+    """'empty', 'repetitive' (a token loop: long, or one that ran into --max-new-tokens) or None."""
+    if not text.strip():
+        return "empty"
+    loop = repeated_tail(token_ids)
+    if loop >= MIN_LOOP_TOKENS and (hit_limit or loop >= LOOP_FRACTION * len(token_ids)):
+        return "repetitive"
+    return None
+
+
+def caption_images(model, processor, images: list, cfg: CaptionConfig) -> list[Generation]:
+    """Greedy captions for a batch of PIL images (left-padded batched generation)."""
+    import torch
+
+    if not images:
+        return []
+    text = cfg.template.format(prompt=cfg.prompt)
+    inputs = processor(images=images, text=[text] * len(images), return_tensors="pt", padding=True)
+    inputs = inputs.to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=cfg.max_new_tokens, do_sample=False)
+    new_tokens = out[:, inputs["input_ids"].shape[1] :].tolist()
+    gen = model.generation_config
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    stop = {t for t in [*eos, gen.pad_token_id, processor.tokenizer.pad_token_id] if t is not None}
+    results = []
+    for ids in new_tokens:
+        end = next((i for i, t in enumerate(ids) if t in stop), len(ids))
+        ids = ids[:end]
+        caption = processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        flag = degenerate_flag(caption, ids, hit_limit=end >= cfg.max_new_tokens)
+        results.append(Generation(caption=caption, n_tokens=len(ids), flag=flag))
+    return results
+
+
+# -- the Ray wrapper --------------------------------------------------------------------------------
+def decode_for_captioning(batch: dict, min_side: int | None) -> dict:
+    """CPU step ahead of the actors: decode each image at the processor's resolution."""
+    images, errors = [], []
+    for path in batch["path"]:
+        try:
+            images.append(np.asarray(load_rgb(str(path), min_side), dtype=np.uint8))
+            errors.append("")
+        except InputImageError as exc:
+            images.append(np.zeros((0, 0, 3), dtype=np.uint8))  # keeps the column one tensor type
+            errors.append(str(exc))
+    return {"image_id": batch["image_id"], "path": batch["path"], "image": images, "error": errors}
+
+
+class CaptionActor:
+    """One captioning model per actor; writes one `captions` part per batch."""
+
+    def __init__(self, config: dict, root: str, run_id: str, torch_threads: int):
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        self.cfg = CaptionConfig(**config)
+        self.root, self.run_id = root, run_id
+        self.model_id = model_key(self.cfg.model)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model, self.processor = load_captioner(self.cfg, device)
+
+    def __call__(self, batch: dict) -> dict:
+        from PIL import Image
+
+        ids = [str(i) for i in batch["image_id"]]
+        ok = [i for i, err in enumerate(batch["error"]) if not err]
+        images = [Image.fromarray(batch["image"][i]) for i in ok]
+        generations = dict(zip(ok, caption_images(self.model, self.processor, images, self.cfg)))
+        now, rows = utc_now(), []
+        for i, image_id in enumerate(ids):
+            g = generations.get(i, Generation(caption="", n_tokens=0, flag="unreadable"))
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "caption": g.caption,
+                    "model": self.model_id,
+                    "prompt": self.cfg.prompt,
+                    "n_tokens": g.n_tokens,
+                    "flag": g.flag,
+                    "run_id": self.run_id,
+                    "created_at": now,
+                }
+            )
+        write_part(self.root, "captions", rows, name=part_name(f"cap-{short_hash(self.model_id, self.cfg.prompt)}", ids))
+        return {"image_id": ids, "flag": [r["flag"] or "" for r in rows]}
+
+
+# -- the driver -------------------------------------------------------------------------------------
+PENDING_SQL = """
+SELECT i.image_id, min(i.path) AS path FROM images i
+WHERE i.status = 'accepted' AND i.image_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM captions c WHERE c.image_id = i.image_id AND c.model = ?
+                  AND c.prompt = ? {retry_clause})
+  {uncaptioned_clause}
+GROUP BY i.image_id ORDER BY i.image_id"""
+
+
+def pending_images(
+    catalog: Catalog, model: str, prompt: str, limit: int | None = None, retry_flagged=False, only_uncaptioned=False
+) -> pa.Table:
+    """Accepted images with no caption row for (model, prompt): the anti-join that makes runs resumable."""
+    sql = PENDING_SQL.format(
+        retry_clause="AND c.flag IS NULL" if retry_flagged else "",
+        uncaptioned_clause=(
+            "AND NOT EXISTS (SELECT 1 FROM latest_captions l WHERE l.image_id = i.image_id)" if only_uncaptioned else ""
+        ),
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return catalog.query(sql, [model, prompt])
+
+
+def run_caption(settings, cfg: CaptionConfig, batch_size=8, limit=None, actors=None, gpus_per_actor=None,
+                retry_flagged=False, only_uncaptioned=False, echo=click.echo) -> dict:
+    """Caption pending images; returns counts {'pending', 'captioned', 'flagged': {flag: n}}."""
+    from pipelines.runtime import init_ray, progress
+
+    if "{prompt}" not in cfg.template:
+        raise ConfigError(f"--template must contain '{{prompt}}', got {cfg.template!r}")
+    catalog = Catalog(settings.root)
+    catalog.refresh()  # parts written by a killed run become visible, so they are not redone
+    work = pending_images(catalog, model_key(cfg.model), cfg.prompt, limit, retry_flagged, only_uncaptioned)
+    counts = {"pending": len(work), "captioned": 0, "flagged": {}}
+    if not len(work):
+        echo(f"nothing to caption: every accepted image has a caption for model {cfg.model!r} and this prompt")
+        return counts
+    init_ray(settings)
+    pool = plan_actor_pool(batch_size, actors, gpus_per_actor)
+    run_id = new_run_id("caption")
+    catalog.record_run(run_id, "caption", {**asdict(cfg), "batch_size": batch_size, "pool": asdict(pool)})
+    from transformers import AutoProcessor
+
+    try:
+        min_side = processor_min_side(AutoProcessor.from_pretrained(cfg.model))
+    except OSError as exc:
+        raise MissingWeightsError(f"cannot load the processor of {cfg.model!r}: {exc}") from exc
+    echo(f"captioning {len(work)} images with {pool.actors} actor(s), run {run_id}")
+    with progress("caption", flagged=0) as bar:
+        task = bar.add_task("caption", total=len(work), flagged=0)
+        for summary in run_actor_stage(
+            work, CaptionActor, {"config": asdict(cfg), "root": str(catalog.root), "run_id": run_id}, pool,
+            prepare=decode_for_captioning, prepare_kwargs={"min_side": min_side},
+        ):
+            for flag in summary["flag"]:
+                if flag:
+                    counts["flagged"][str(flag)] = counts["flagged"].get(str(flag), 0) + 1
+                else:
+                    counts["captioned"] += 1
+            bar.update(task, advance=len(summary["flag"]), flagged=sum(counts["flagged"].values()))
+    catalog.refresh()
+    echo(f"captioned {counts['captioned']}, flagged {counts['flagged'] or 0}")
+    return counts
+
+
+def import_captions(settings, file: str, echo=click.echo) -> dict:
+    """Import a user's captions (.parquet or .jsonl; columns `caption` + `image_id` or `path`)."""
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    src = Path(file)
+    try:
+        table = pq.read_table(src) if src.suffix == ".parquet" else pajson.read_json(src)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputImageError(f"cannot read captions file {src}: {exc}") from exc
+    key = "image_id" if "image_id" in table.column_names else "path" if "path" in table.column_names else None
+    if "caption" not in table.column_names or key is None:
+        raise ConfigError(f"{src}: needs a `caption` column and an `image_id` or `path` column; has {table.column_names}")
+    catalog = Catalog(settings.root)
+    catalog.refresh()
+    optional = [c if c in table.column_names else f"NULL AS {c}" for c in ("model", "prompt")]
+    with catalog.reader() as con:
+        con.register("imported", table.select([key, "caption", *[c for c in ("model", "prompt") if c in table.column_names]]))
+        matched = con.sql(
+            f"""SELECT DISTINCT i.image_id, CAST(u.caption AS VARCHAR) AS caption, {", ".join(optional)}
+                FROM imported u JOIN images i ON i.{key} = CAST(u.{key} AS VARCHAR) WHERE i.image_id IS NOT NULL
+                ORDER BY 1, 2"""
+        ).to_arrow_table().to_pylist()
+    if not matched:
+        raise InputImageError(f"{src}: none of its {len(table)} rows matches an image in the catalog by {key}")
+    run_id = new_run_id("caption-import")
+    catalog.record_run(run_id, "caption-import", {"file": str(src.resolve())})
+    now = utc_now()
+    rows = [
+        {
+            "image_id": r["image_id"],
+            "caption": (r["caption"] or "").strip(),
+            "model": r["model"] or "imported",
+            "prompt": r["prompt"] or "",
+            "n_tokens": None,
+            "flag": None if (r["caption"] or "").strip() else "empty",
+            "run_id": run_id,
+            "created_at": now,
+        }
+        for r in matched
+    ]
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:20]
+    write_part(catalog.root, "captions", rows, name=f"import-{digest}")  # re-importing replaces
+    catalog.refresh()
+    unmatched = len(table) - len({r["image_id"] for r in matched})
+    echo(f"imported {len(rows)} captions from {src}; {max(unmatched, 0)} rows matched no image")
+    return {"imported": len(rows), "unmatched": max(unmatched, 0)}
+
+
+@click.command("caption")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Hub id or local folder (image-text-to-text).")
+@click.option("--prompt", default=CAPTION_PROMPT, show_default=True, help="The instruction given with each image.")
+@click.option("--template", default=LLAVA_TEMPLATE, show_default=True, help="Conversation format; {prompt} is replaced.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Images per generate() call.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--load-in", type=click.Choice(["8bit", "4bit"]), default=None, help="Quantise with bitsandbytes (GPU).")
+@click.option("--limit", type=int, default=None, help="Caption at most N pending images.")
+@click.option("--actors", type=int, default=None, help="Model replicas (default: one per GPU, else 1).")
+@click.option("--gpus-per-actor", type=float, default=None, help="Default 1 when the cluster has GPUs, else 0.")
+@click.option("--retry-flagged", is_flag=True, help="Also redo images whose caption was flagged (empty/repetitive).")
+@click.option("--only-uncaptioned", is_flag=True, help="Skip images with a good caption from any model or import.")
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Import captions (.parquet/.jsonl with caption + image_id or path) instead of running a model.")
+@click.pass_obj
+def caption_command(settings, model, prompt, template, batch_size, max_new_tokens, dtype, load_in, limit, actors,
+                    gpus_per_actor, retry_flagged, only_uncaptioned, from_file):
+    """Caption accepted images with LLaVA-1.5 (or import captions). Resumable: re-run to finish."""
+    if from_file:
+        import_captions(settings, from_file)
+        return
+    if max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    cfg = CaptionConfig(model=model, prompt=prompt, template=template, max_new_tokens=max_new_tokens,
+                        dtype=dtype, load_in=load_in)
+    run_caption(settings, cfg, batch_size, limit, actors, gpus_per_actor, retry_flagged, only_uncaptioned)

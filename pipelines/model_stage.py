@@ -1,0 +1,182 @@
+"""Plumbing shared by the model-driven stages (caption, negatives): one model per Ray actor.
+
+A stage hands :func:`run_actor_stage` its pending work as an Arrow table; Ray Data streams it
+through an optional CPU ``prepare`` step (image decoding, so the model never waits on it) into a
+pool of actors, each holding one model. Actors write their own Parquet parts (deterministic names,
+see :func:`part_name`) and return a small summary per batch, which the driver counts.
+"""
+
+import hashlib
+import io
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+from PIL import Image, ImageOps
+
+from schemas.errors import ConfigError, InputImageError
+
+# Work is cut into blocks of this many batches: small enough that decoding streams ahead of the
+# model, large enough that Ray's per-block overhead stays negligible.
+BATCHES_PER_BLOCK = 4
+# Batches queued per actor: the prefetch that hides decoding behind the model.
+TASKS_IN_FLIGHT_PER_ACTOR = 2
+
+
+@dataclass(frozen=True)
+class ActorPool:
+    """How many model actors, and what each one holds."""
+
+    actors: int
+    gpus_per_actor: float
+    cpus_per_actor: float
+    prepare_cpus: float  # CPUs of each decode task
+    torch_threads: int  # intra-op threads of a CPU actor
+    batch_size: int
+
+
+def plan_actor_pool(
+    batch_size: int,
+    actors: int | None = None,
+    gpus_per_actor: float | None = None,
+    cpu_threads: int | None = None,
+) -> ActorPool:
+    """Size the pool from the cluster: one actor per GPU (or per ``gpus_per_actor``), else CPU actors.
+
+    Actors never hold every CPU: on a small machine decode tasks would starve and the dataset hang.
+    ``cpu_threads`` pins the intra-op threads of CPU actors (CPU float results depend on the thread
+    count), and CPU actors are then as many as fit; without it one CPU actor uses the cluster.
+    """
+    from pipelines.runtime import cluster_cpus, cluster_gpus
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if actors is not None and actors < 1:
+        raise ConfigError(f"--actors must be >= 1, got {actors}")
+    cpus, gpus = cluster_cpus(), cluster_gpus()
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if gpus else 0.0
+    if gpus_per_actor < 0:
+        raise ConfigError(f"--gpus-per-actor must be >= 0, got {gpus_per_actor}")
+    prepare_cpus = min(0.5, cpus / 4)
+    if gpus_per_actor > 0:
+        fit = int(gpus // gpus_per_actor) if gpus else 0
+        if fit < 1:
+            raise ConfigError(
+                f"--gpus-per-actor {gpus_per_actor} but the Ray cluster has {gpus} GPU(s); "
+                "use --gpus-per-actor 0 to run on CPU"
+            )
+        actors = actors or fit
+        if actors > fit:
+            # Ray would leave the extra actors pending forever.
+            raise ConfigError(f"--actors {actors} x --gpus-per-actor {gpus_per_actor} needs more than {gpus} GPU(s)")
+        cpus_per_actor = min(1.0, (cpus - prepare_cpus) / actors)
+        threads = 1
+    else:
+        if cpu_threads:
+            actors = actors or max(1, math.floor((cpus - prepare_cpus) / cpu_threads))
+        actors = actors or 1
+        cpus_per_actor = (cpus - prepare_cpus) / actors
+        threads = cpu_threads or max(1, math.floor(cpus_per_actor + 0.5))
+    return ActorPool(
+        actors=actors,
+        gpus_per_actor=float(gpus_per_actor),
+        cpus_per_actor=max(0.1, cpus_per_actor),
+        prepare_cpus=prepare_cpus,
+        torch_threads=threads,
+        batch_size=batch_size,
+    )
+
+
+def run_actor_stage(
+    work: pa.Table,
+    actor_cls: type,
+    actor_kwargs: dict,
+    pool: ActorPool,
+    prepare: Callable[[dict], dict] | None = None,
+    prepare_kwargs: dict | None = None,
+) -> Iterator[dict]:
+    """Stream ``work`` through ``prepare`` (CPU tasks) and the actor pool; yield each summary batch."""
+    import ray
+
+    rows_per_block = pool.batch_size * BATCHES_PER_BLOCK
+    blocks = [work.slice(start, rows_per_block) for start in range(0, len(work), rows_per_block)]
+    ds = ray.data.from_arrow(blocks)
+    if prepare is not None:
+        ds = ds.map_batches(
+            prepare,
+            fn_kwargs=prepare_kwargs or {},
+            batch_size=pool.batch_size,
+            batch_format="numpy",
+            num_cpus=pool.prepare_cpus,
+        )
+    ds = ds.map_batches(
+        actor_cls,
+        fn_constructor_kwargs={**actor_kwargs, "torch_threads": pool.torch_threads},
+        compute=ray.data.ActorPoolStrategy(
+            size=pool.actors, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR
+        ),
+        batch_size=pool.batch_size,
+        batch_format="numpy",
+        num_gpus=pool.gpus_per_actor,
+        num_cpus=pool.cpus_per_actor,
+    )
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def part_name(prefix: str, keys) -> str:
+    """A deterministic part name for a unit of work: a retried batch replaces its part."""
+    digest = hashlib.sha256("\n".join(sorted(map(str, keys))).encode()).hexdigest()[:20]
+    return f"{prefix}-{digest}"
+
+
+def short_hash(*parts) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:10]
+
+
+def read_bytes(path: str) -> bytes:
+    if "://" in path and not path.startswith("file://"):
+        import fsspec
+
+        with fsspec.open(path, "rb") as fh:
+            return fh.read()
+    with open(path.removeprefix("file://"), "rb") as fh:
+        return fh.read()
+
+
+def load_rgb(path: str, min_side: int | None = None) -> Image.Image:
+    """EXIF-oriented RGB image; with ``min_side``, reduced so its short side is ``min_side``.
+
+    JPEGs are reduced inside the decoder (DCT scaling via ``draft``: a 12 MP photo decoded at 1/8
+    costs a fraction of a full decode), then finished with a bicubic resize. Never upscales.
+    """
+    try:
+        img = Image.open(io.BytesIO(read_bytes(path)))
+        if min_side and img.format == "JPEG":
+            w, h = img.size
+            ratio = min_side / min(w, h)
+            if ratio < 1:
+                img.draft("RGB", (math.ceil(w * ratio), math.ceil(h * ratio)))
+        img = ImageOps.exif_transpose(img)
+        if img.mode != "RGB":
+            img = _to_rgb(img)
+        if min_side and min(img.size) > min_side:
+            w, h = img.size
+            ratio = min_side / min(w, h)
+            size = (max(min_side, round(w * ratio)), max(min_side, round(h * ratio)))
+            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        img.load()
+        return img
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputImageError(f"cannot read {path}: {exc}") from exc
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    # Transparent pixels on white, like ingest's analysis decode.
+    if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
