@@ -1,0 +1,404 @@
+"""`supir-data shard`: accepted images (+ negatives, + latest captions) → WebDataset tars for the trainer.
+
+The driver plans every shard (pipelines/shard_plan.py); one Ray task per shard runs
+:func:`write_shard`, a pure function of (plan, config) that writes ``NAME-{split}-{000000}.tar`` under
+a temporary name, renames it, and writes its `shards` row. Tar headers carry fixed mtime/owner and
+members come in sorted order, so the same catalog + seed give byte-identical tars on any worker count.
+A shard whose plan digest, file and size match the catalog is skipped (resume at shard granularity).
+"""
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from webdataset import TarWriter
+
+from catalogs.catalog import Catalog
+from catalogs.lake import list_parts, write_part
+from pipelines.runtime import Settings, cluster_cpus, init_ray, progress
+from pipelines.shard_plan import (
+    GT_FORMATS,
+    PASSTHROUGH_FORMATS,
+    SamplePlan,
+    ShardConfig,
+    ShardPlan,
+    brace_pattern,
+    pack_shards,
+    parse_size,
+    parse_weights,
+    select_samples,
+)
+from schemas.errors import ConfigError
+from schemas.runs import new_run_id, utc_now
+from schemas.sample import LQ_MEMBER, META_MEMBER, SAMPLE_SPEC_VERSION, SPLITS, TEXT_MEMBER, manifest_name
+from schemas.tables import QUALITY_SIGNALS
+
+TAR_MTIME = 0  # fixed header fields: webdataset's TarWriter would stamp "now" (not reproducible)
+TAR_OWNER = "supir"
+PNG_COMPRESSION = 3  # zlib level: 1-3 are several times faster than the default 6 for ~5 % more bytes
+Image.MAX_IMAGE_PIXELS = None  # ingest already refused decompression bombs
+
+
+class SampleSkipped(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class _HashingFile:
+    """A write-only file wrapper that hashes and counts what passes through (no second read)."""
+
+    def __init__(self, fh):
+        self.fh, self.sha256, self.size = fh, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+
+# -- one sample ------------------------------------------------------------------------------------
+
+
+def _encode(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
+    params = {
+        "png": [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION],
+        "jpg": [cv2.IMWRITE_JPEG_QUALITY, quality],
+        "webp": [cv2.IMWRITE_WEBP_QUALITY, quality],
+    }[fmt]
+    ok, buf = cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
+    return buf.tobytes()
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: keep the high byte, not a clip
+        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.stack([grey] * 3, axis=-1))
+    return np.asarray(img.convert("RGB"))
+
+
+def crop_box(cfg: ShardConfig, sample: SamplePlan, width: int, height: int) -> list[int]:
+    """[left, top, right, bottom] of the square GT box in the oriented original."""
+    if cfg.gt_size == 0:
+        return [0, 0, width, height]
+    side = min(width, height) if cfg.resize else cfg.gt_size
+    if cfg.crop == "center":
+        left, top = (width - side) // 2, (height - side) // 2
+    else:
+        rng = np.random.default_rng(sample.seed)
+        left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+    return [left, top, left + side, top + side]
+
+
+def make_gt(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> tuple[str, bytes, np.ndarray | None, list, list]:
+    """(member, bytes, rgb or None, crop box, original size); original bytes pass through when they can."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        orientation = int(img.getexif().get(0x0112, 1) or 1)
+        width, height = img.size if orientation < 5 else img.size[::-1]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SampleSkipped("corrupt", f"{sample.path}: {exc}") from None
+    box = crop_box(cfg, sample, width, height)
+    if min(width, height) < (cfg.gt_size if cfg.gt_size else 1):
+        raise SampleSkipped("too_small", f"{sample.path} is {width}x{height} (the catalog said otherwise)")
+    whole = box == [0, 0, width, height] and (cfg.gt_size == 0 or width == height == cfg.gt_size)
+    member = PASSTHROUGH_FORMATS.get(img.format or "")
+    if whole and member and img.mode == "RGB" and orientation == 1 and getattr(img, "n_frames", 1) == 1:
+        rgb = None
+        if cfg.lq == "precomputed":  # decode the way the reader does (OpenCV), so LQ matches GT pixels
+            rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if rgb is None:
+                raise SampleSkipped("corrupt", f"{sample.path}: OpenCV cannot decode it")
+            rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
+        return member, data, rgb, box, [width, height]
+    try:
+        rgb = _to_rgb(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SampleSkipped("corrupt", f"{sample.path}: {exc}") from None
+    rgb = rgb[box[1] : box[3], box[0] : box[2]]
+    side = cfg.gt_size
+    if side and rgb.shape[:2] != (side, side):
+        rgb = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)  # area: alias-free downscale
+    rgb = np.ascontiguousarray(rgb)
+    return GT_FORMATS[cfg.gt_format], _encode(rgb, cfg.gt_format, cfg.gt_quality), rgb, box, [width, height]
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def make_sample(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> dict:
+    """The webdataset sample dict (member → bytes) of one planned sample."""
+    gt_member, gt_bytes, rgb, box, original = make_gt(cfg, sample, data)
+    recipe = None
+    members = {"__key__": sample.key, gt_member: gt_bytes}
+    if cfg.lq == "precomputed":
+        from supir.degradation import apply, preset, rng_for, sample_recipe
+
+        degradation = sample_recipe(preset(cfg.preset), rng_for(cfg.seed, sample.key))
+        members[LQ_MEMBER] = _encode(apply(degradation, rgb), "png", 0)
+        recipe = degradation.to_dict()
+    meta = {
+        "image_id": sample.image_id,
+        "negative_id": sample.negative_id,
+        "source": sample.source,
+        "is_negative": sample.is_negative,
+        "quality": None if sample.quality is None else {k: _clean(sample.quality.get(k)) for k in QUALITY_SIGNALS},
+        "caption_model": sample.caption_model,
+        "degradation": recipe,
+        "seed": sample.seed,
+        "crop_box": box,
+        "original_size": original,
+        "spec_version": SAMPLE_SPEC_VERSION,
+    }
+    members[TEXT_MEMBER] = sample.caption.encode("utf-8")
+    members[META_MEMBER] = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=_clean).encode()
+    return members
+
+
+# -- one shard (the per-unit pure function) ---------------------------------------------------------
+
+
+def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "") -> dict:
+    """Write one planned shard atomically; return its `shards` row plus per-sample counters.
+
+    With ``root`` the row is also written as a lake part named after the shard (a retry replaces it).
+    """
+    cv2.setNumThreads(1)  # one task per core: the parallelism is Ray's
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / plan.shard
+    tmp = out / f".{plan.shard}.tmp-{uuid.uuid4().hex[:8]}"
+    written, skipped, sources = 0, {}, {}
+    with open(tmp, "wb") as fh:
+        hashing = _HashingFile(fh)
+        with TarWriter(hashing, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER) as tar:
+            for sample in plan.samples:
+                try:
+                    try:
+                        data = Path(sample.path).read_bytes()
+                    except OSError as exc:
+                        raise SampleSkipped("missing_file", f"{sample.path}: {exc.strerror or exc}") from None
+                    tar.write(make_sample(cfg, sample, data))
+                except SampleSkipped as exc:
+                    skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+                    continue
+                written += 1
+                group = "negatives" if sample.is_negative else (sample.source or "?")
+                sources[group] = sources.get(group, 0) + 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    if hashing.size > cfg.max_size:  # the planner's bound is meant to make this impossible
+        tmp.unlink()
+        raise RuntimeError(f"{plan.shard}: {hashing.size} bytes > --max-size {cfg.max_size}; size bound too low")
+    os.replace(tmp, final)
+    row = {
+        "shard": plan.shard, "name": plan.name, "split": plan.split, "path": str(final.resolve()),
+        "samples": written, "bytes": hashing.size, "sha256": hashing.sha256.hexdigest(), "run_id": run_id,
+        "created_at": utc_now(), "plan_digest": plan.digest,
+    }  # fmt: skip
+    if root is not None:
+        write_part(root, "shards", [row], name=_part_name(plan.shard))
+    return {"row": row, "skipped": skipped, "sources": sources}
+
+
+def _part_name(shard: str) -> str:
+    return "shard-" + shard.removesuffix(".tar")
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+_POSITIVES_SQL = f"""
+SELECT i.image_id, i.path, i.source, i.width, i.height, i.format, i.mode, i.bytes,
+       {", ".join(f"i.{s}" for s in QUALITY_SIGNALS)}, c.caption, c.model AS caption_model
+FROM images i LEFT JOIN latest_captions c USING (image_id)
+WHERE i.status = 'accepted' AND i.image_id IS NOT NULL
+QUALIFY row_number() OVER (PARTITION BY i.image_id ORDER BY i.path) = 1
+ORDER BY i.image_id"""
+
+_NEGATIVES_SQL = """
+SELECT n.negative_id, n.image_id, n.path, n.prompt, n.width, n.height, s.source
+FROM negatives n JOIN (SELECT DISTINCT image_id, source FROM images WHERE status = 'accepted'
+                       QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY path) = 1) s USING (image_id)
+QUALIFY row_number() OVER (PARTITION BY n.negative_id ORDER BY n.created_at DESC, n.path) = 1
+ORDER BY n.negative_id"""
+
+
+def plan_from_catalog(catalog: Catalog, cfg: ShardConfig) -> tuple[list[ShardPlan], dict]:
+    positives = catalog.query(_POSITIVES_SQL).to_pylist()
+    negatives = catalog.query(_NEGATIVES_SQL).to_pylist()
+    for row in negatives:  # negatives' paths may be relative to the data root
+        path = Path(row["path"])
+        path = path if path.is_absolute() else catalog.root / path
+        row["path"] = str(path)
+        row["bytes"] = path.stat().st_size if path.exists() else 0
+    selected, report = select_samples(cfg, positives, negatives)
+    return pack_shards(cfg, selected), report
+
+
+def _done_shards(catalog: Catalog, name: str) -> dict[str, dict]:
+    rows = catalog.query(
+        "SELECT * FROM shards WHERE name = ? QUALIFY row_number() OVER (PARTITION BY shard ORDER BY created_at DESC) = 1",
+        [name],
+    ).to_pylist()
+    return {r["shard"]: r for r in rows}
+
+
+def _is_done(plan: ShardPlan, row: dict | None) -> bool:
+    if row is None or row.get("plan_digest") != plan.digest:
+        return False
+    path = Path(row["path"])
+    return path.exists() and path.stat().st_size == row["bytes"]
+
+
+def _remove_stale(root: Path, out: Path, name: str, keep: set[str]) -> list[str]:
+    """Tars of an earlier plan under the same name (e.g. more shards before) and their rows go."""
+    removed = []
+    for tar in sorted(out.glob(f"{name}-*-*.tar")) + sorted(out.glob(f".{name}-*.tmp-*")):
+        if re.fullmatch(rf"\.?{re.escape(name)}-(train|val)-\d{{6}}\.tar(\.tmp-\w+)?", tar.name) and tar.name not in keep:
+            tar.unlink()
+            removed.append(tar.name)
+    for part in list_parts(root, "shards"):
+        shard = part.name.removeprefix("part-shard-").removesuffix(".parquet") + ".tar"
+        if shard.startswith(f"{name}-") and shard not in keep:
+            part.unlink()
+    return removed
+
+
+def write_manifest(out: Path, cfg: ShardConfig, rows: list[dict], report: dict) -> Path:
+    splits = {}
+    for split in SPLITS:
+        mine = sorted((r for r in rows if r["split"] == split), key=lambda r: r["shard"])
+        entries = [{k: r[k] for k in ("shard", "samples", "bytes", "sha256")} | {"path": r["shard"]} for r in mine]
+        pattern = brace_pattern(cfg.name, split, len(mine))
+        splits[split] = {
+            "pattern": pattern,  # relative to this manifest's folder
+            "url": str(out.resolve() / pattern) if pattern else None,
+            "samples": sum(r["samples"] for r in mine),
+            "bytes": sum(r["bytes"] for r in mine),
+            "shards": entries,
+        }
+    manifest = {"name": cfg.name, "spec_version": SAMPLE_SPEC_VERSION, "config": cfg.content(), "splits": splits, "report": report}
+    path = out / manifest_name(cfg.name)
+    tmp = out / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def run_shard(settings: Settings, cfg: ShardConfig, out_dir: str | None = None) -> dict:
+    """Plan, write the shards that are not done on Ray, register rows, write the manifest; returns it."""
+    import ray
+
+    catalog = Catalog(settings.root)
+    catalog.refresh()  # pick up rows of shards a crashed run finished
+    out = Path(out_dir) if out_dir else catalog.root / "shards"
+    out.mkdir(parents=True, exist_ok=True)
+    plans, report = plan_from_catalog(catalog, cfg)
+    if not plans:
+        raise ConfigError("no accepted images to shard (run `supir-data ingest` first, or check --gt-size)")
+    done = _done_shards(catalog, cfg.name)
+    todo = [p for p in plans if not _is_done(p, done.get(p.shard))]
+    report["stale_removed"] = _remove_stale(catalog.root, out, cfg.name, {p.shard for p in plans})
+    run_id = new_run_id("shard")
+    catalog.record_run(run_id, "shard", cfg.content() | {"name": cfg.name, "out": str(out)})
+    todo_names = {p.shard for p in todo}
+    results = {p.shard: {"row": done[p.shard], "skipped": {}, "sources": {}} for p in plans if p.shard not in todo_names}
+    if todo:
+        init_ray(settings)
+        task = ray.remote(num_cpus=1)(write_shard)
+        cfg_ref, pending = ray.put(cfg), []
+        queue, limit = list(todo), 2 * cluster_cpus()
+        with progress("shard", written="0") as bar:
+            job = bar.add_task("shards", total=len(todo), written="0")
+            while queue or pending:
+                while queue and len(pending) < limit:
+                    plan = queue.pop(0)
+                    pending.append(task.remote(plan, cfg_ref, str(out), str(catalog.root), run_id))
+                ready, pending = ray.wait(pending, num_returns=1)
+                result = ray.get(ready[0])
+                results[result["row"]["shard"]] = result
+                bar.update(job, advance=1, written=str(sum(r["row"]["samples"] for r in results.values())))
+    catalog.refresh()
+    rows = [results[p.shard]["row"] for p in plans]
+    report.update(_summary(plans, results, len(todo)))
+    write_manifest(out, cfg, rows, report)
+    return {"rows": rows, "report": report, "manifest": str(out / manifest_name(cfg.name)), "written": len(todo)}
+
+
+def _summary(plans: list[ShardPlan], results: dict, n_written: int) -> dict:
+    """Planned vs written mix per split: source shares and the negatives fraction actually reached."""
+    out = {"shards_written": n_written, "shards_skipped": len(plans) - n_written, "skipped_samples": {}, "splits": {}}
+    for result in results.values():
+        for reason, n in result["skipped"].items():
+            out["skipped_samples"][reason] = out["skipped_samples"].get(reason, 0) + n
+    for split in SPLITS:
+        samples = [s for p in plans if p.split == split for s in p.samples]
+        groups: dict[str, int] = {}
+        for s in samples:
+            group = "negatives" if s.is_negative else (s.source or "?")
+            groups[group] = groups.get(group, 0) + 1
+        total = len(samples)
+        written = sum(results[p.shard]["row"]["samples"] for p in plans if p.split == split)
+        out["splits"][split] = {
+            "planned": total,
+            "written": written,
+            "shares": {g: round(n / total, 4) for g, n in sorted(groups.items())} if total else {},
+            "negatives_fraction": round(groups.get("negatives", 0) / total, 4) if total else 0.0,
+        }
+    return out
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+@click.command("shard")
+@click.option("--name", default="supir", show_default=True, help="Shard set name: NAME-{split}-{000000}.tar.")
+@click.option("--out", "out_dir", default=None, help="Output folder [default: ROOT/shards].")
+@click.option("--gt-size", default=1024, show_default=True, help="GT side in pixels (square); 0 keeps whole images.")
+@click.option("--crop", type=click.Choice(["center", "random"]), default="center", show_default=True)
+@click.option("--resize/--no-resize", default=True, show_default=True, help="Resize the short side to --gt-size (else a native-resolution crop).")
+@click.option("--gt-format", type=click.Choice(sorted(GT_FORMATS)), default="png", show_default=True, help="Format of re-encoded GTs.")
+@click.option("--gt-quality", default=95, show_default=True, help="Quality of jpg/webp GTs.")
+@click.option("--preset", default="supir", show_default=True, help="Degradation preset of the LQ.")
+@click.option("--lq", type=click.Choice(["precomputed", "none"]), default="precomputed", show_default=True, help="none: the reader degrades on the fly.")
+@click.option("--max-size", default="1GB", show_default=True, help="Upper bound of a shard's size.")
+@click.option("--max-count", default=10000, show_default=True, help="Samples per shard at most.")
+@click.option("--val-fraction", default=0.005, show_default=True, help="Share of image ids in the val split.")
+@click.option("--negatives-fraction", type=float, default=None, help="Target share of negative samples [default: all negatives once].")
+@click.option("--source-weight", multiple=True, help="SRC=W: per-image inclusion rate of a source (0 drops, 2 repeats).")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_obj
+def shard_command(settings: Settings, name, out_dir, gt_size, crop, resize, gt_format, gt_quality, preset, lq,
+                  max_size, max_count, val_fraction, negatives_fraction, source_weight, seed):  # fmt: skip
+    """Write WebDataset shards of (GT, LQ, caption, meta) samples that SUPIR trains on directly."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise ConfigError(f"--name {name!r}: use letters, digits and underscores (it starts every shard file name)")
+    cfg = ShardConfig(
+        name=name, gt_size=gt_size, crop=crop, resize=resize, gt_format=gt_format, gt_quality=gt_quality,
+        preset=preset, lq=lq, max_size=parse_size(max_size), max_count=max_count, val_fraction=val_fraction,
+        negatives_fraction=negatives_fraction, source_weights=parse_weights(source_weight), seed=seed,
+    )  # fmt: skip
+    result = run_shard(settings, cfg, out_dir)
+    report = result["report"]
+    for split, stats in report["splits"].items():
+        shares = ", ".join(f"{g} {v:.1%}" for g, v in stats["shares"].items()) or "-"
+        click.echo(f"{split}: {stats['written']} samples written of {stats['planned']} planned; mix: {shares}")
+    if report["skipped_samples"] or report["too_small"]:
+        click.echo(f"skipped: {report['skipped_samples']} too_small (not planned): {report['too_small']}")
+    if report["unknown_sources"]:
+        click.echo(f"warning: --source-weight names unknown sources: {', '.join(report['unknown_sources'])}")
+    click.echo(f"{report['shards_written']} shards written, {report['shards_skipped']} already done; manifest: {result['manifest']}")

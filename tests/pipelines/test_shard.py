@@ -1,0 +1,214 @@
+"""`supir-data shard`: catalog → deterministic, resumable WebDataset tars + `shards` rows + manifest."""
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from catalogs.catalog import Catalog
+from pipelines.shard import plan_from_catalog, write_shard
+from pipelines.shard_plan import ShardConfig, pack_shards, parse_size, select_samples
+from schemas.errors import ConfigError
+from schemas.sample import META_FIELDS, is_valid_key, split_of
+from tests.pipelines.shard_corpus import build_catalog
+
+SHARD_ARGS = ["--gt-size", 96, "--lq", "none", "--max-count", 4, "--val-fraction", 0.2, "--seed", 7]
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory, ray_cluster):
+    """One catalog sharded once (module-wide): (root, manifest, scan rows)."""
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    root = tmp_path_factory.mktemp("shard-root")
+    scans = build_catalog(root)
+    result = CliRunner().invoke(cli, ["--root", str(root), "shard", *map(str, SHARD_ARGS)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((root / "shards" / "supir.manifest.json").read_text())
+    return root, manifest, scans, result.output
+
+
+def test_shards_hold_every_accepted_image_and_negative_with_spec_members(sharded):
+    root, manifest, scans, output = sharded
+    assert "train:" in output and "manifest:" in output
+    names = sorted(p.name for p in (root / "shards").glob("*.tar"))
+    assert names == sorted(e["shard"] for s in manifest["splits"].values() for e in s["shards"])
+    assert names[0] == "supir-train-000000.tar"
+    samples = {}
+    for name in names:
+        with tarfile.open(root / "shards" / name) as tar:
+            members = tar.getmembers()
+            assert all(m.mtime == 0 and m.uname == "supir" for m in members)  # reproducible headers
+            assert len(members) <= 4 * 3  # --max-count 4, three members each (no lq)
+            for m in members:
+                key, _, ext = m.name.partition(".")
+                assert is_valid_key(key)
+                samples.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    positives = {k: v for k, v in samples.items() if not k.startswith("neg-")}
+    assert set(positives) == {s["image_id"] for s in scans}
+    assert len(samples) - len(positives) == 3  # every negative once (no --negatives-fraction)
+    by_id = {s["image_id"]: s for s in scans}
+    val_keys = set()
+    for entry in manifest["splits"]["val"]["shards"]:
+        with tarfile.open(root / "shards" / entry["path"]) as tar:
+            val_keys |= {m.name.partition(".")[0] for m in tar.getmembers()}
+    assert val_keys
+    for key, sample in samples.items():
+        meta = json.loads(sample["json"])
+        assert set(META_FIELDS) <= set(meta) and meta["degradation"] is None  # --lq none
+        gt_member = next(m for m in sample if m.startswith("gt."))
+        gt = Image.open(io.BytesIO(sample[gt_member]))
+        assert gt.size == (96, 96)
+        assert split_of(meta["image_id"], 0.2) == ("val" if key in val_keys else "train")
+        if meta["is_negative"]:
+            assert sample["txt"] == b"oil painting, cartoon, blur" and meta["quality"] is None
+            continue
+        scan = by_id[key]
+        assert meta["source"] == scan["source"] and meta["original_size"] == [scan["width"], scan["height"]]
+        if (scan["width"], scan["height"]) == (96, 96):  # nothing to crop: original bytes pass through
+            assert sample[gt_member] == Path(scan["path"]).read_bytes()
+        else:
+            assert gt_member == "gt.png"
+            left, top, right, bottom = meta["crop_box"]
+            assert right - left == bottom - top == min(scan["width"], scan["height"])
+
+
+def test_catalog_rows_and_manifest_agree_with_the_files(sharded):
+    root, manifest, _, _ = sharded
+    rows = Catalog(root).query("SELECT shard, split, path, samples, bytes, sha256, run_id FROM shards").to_pylist()
+    entries = {e["shard"]: e for s in manifest["splits"].values() for e in s["shards"]}
+    assert {r["shard"] for r in rows} == set(entries)
+    for row in rows:
+        assert row["sha256"] == _sha(row["path"]) == entries[row["shard"]]["sha256"]
+        assert row["bytes"] == Path(row["path"]).stat().st_size and row["run_id"].startswith("shard-")
+    train = manifest["splits"]["train"]
+    assert train["pattern"] == f"supir-train-{{000000..{len(train['shards']) - 1:06d}}}.tar"
+    assert train["samples"] == sum(e["samples"] for e in train["shards"])
+    assert not list((root / "shards").glob(".*tmp*"))  # temp names were renamed
+
+
+def test_plain_webdataset_and_ray_data_read_the_tars(sharded, ray_cluster):
+    root, manifest, _, _ = sharded
+    url = manifest["splits"]["train"]["url"]
+    plain = list(wds.WebDataset(url, shardshuffle=False).decode("rgb8"))
+    assert len(plain) == manifest["splits"]["train"]["samples"]
+    assert all(s["json"]["image_id"] for s in plain)
+    assert any(isinstance(s.get("gt.png"), np.ndarray) for s in plain)
+    paths = [str(root / "shards" / e["path"]) for e in manifest["splits"]["train"]["shards"]]
+    # Raw bytes: Ray's default decoder casts each column to one tensor type, which fails when a
+    # column is absent in some rows (gt.jpg passed through next to re-encoded gt.png).
+    rows = ray_cluster.data.read_webdataset(paths, decoder=None).take_all()
+    assert sorted(r["__key__"] for r in rows) == sorted(s["__key__"] for s in plain)
+    assert all(json.loads(r["json"])["image_id"] for r in rows)
+
+
+def test_rerun_is_idempotent_and_resumes_a_missing_shard(sharded, run_cli):
+    root, manifest, _, _ = sharded
+    before = {p.name: _sha(p) for p in (root / "shards").glob("*.tar")}
+    result = run_cli(root, "shard", *SHARD_ARGS)
+    assert f"0 shards written, {len(before)} already done" in result.output
+    victim = root / "shards" / "supir-train-000001.tar"
+    victim.unlink()
+    result = run_cli(root, "shard", *SHARD_ARGS)
+    assert f"1 shards written, {len(before) - 1} already done" in result.output
+    assert {p.name: _sha(p) for p in (root / "shards").glob("*.tar")} == before
+    assert json.loads((root / "shards" / "supir.manifest.json").read_text())["splits"] == manifest["splits"]
+
+
+def test_same_catalog_and_seed_give_identical_bytes_whatever_the_worker_count(sharded, tmp_path):
+    """Ray (2 workers, any order) vs the pure writer run in this process in reverse order."""
+    root, manifest, _, _ = sharded
+    cfg = ShardConfig(gt_size=96, lq="none", max_count=4, val_fraction=0.2, seed=7)
+    plans, _ = plan_from_catalog(Catalog(root), cfg)
+    for plan in reversed(plans):
+        row = write_shard(plan, cfg, str(tmp_path))["row"]
+        assert row["sha256"] == _sha(root / "shards" / plan.shard)
+    other, _ = plan_from_catalog(Catalog(root), ShardConfig(gt_size=96, lq="none", max_count=4, val_fraction=0.2, seed=8))
+    assert [p.digest for p in other] != [p.digest for p in plans]  # the seed orders samples
+
+
+def test_size_and_count_limits_hold(sharded, tmp_path):
+    root, _, _, _ = sharded
+    cfg = ShardConfig(gt_size=96, lq="none", max_count=100, max_size=200_000, val_fraction=0.0)
+    plans, _ = plan_from_catalog(Catalog(root), cfg)
+    assert len(plans) > 1
+    for plan in plans:
+        row = write_shard(plan, cfg, str(tmp_path))["row"]
+        assert 0 < row["bytes"] <= 200_000
+
+
+def test_missing_source_file_is_skipped_and_counted(tmp_path, run_cli, ray_cluster):
+    scans = build_catalog(tmp_path, n_images=4, n_negatives=0)
+    Path(scans[1]["path"]).unlink()
+    result = run_cli(tmp_path, "shard", "--gt-size", 96, "--lq", "none", "--val-fraction", 0)
+    assert "'missing_file': 1" in result.output
+    manifest = json.loads((tmp_path / "shards" / "supir.manifest.json").read_text())
+    assert manifest["splits"]["train"]["samples"] == 3
+
+
+def test_bad_options_fail_with_a_clear_message(tmp_path, run_cli):
+    result = run_cli(tmp_path, "shard", "--max-size", "lots", expect_exit=1)  # in-process: the error object
+    assert isinstance(result.exception, ConfigError) and "--max-size 'lots'" in str(result.exception)
+    assert parse_size("1GB") == 10**9 and parse_size("512MiB") == 2**29
+    with pytest.raises(ConfigError, match="negatives-fraction"):
+        ShardConfig(negatives_fraction=1.5)
+
+
+def _rows(n: int, source: str, offset: int = 0) -> list[dict]:
+    return [{"image_id": f"{source}{i + offset:060d}", "path": f"/x/{source}{i}", "source": source,
+             "width": 2048, "height": 1536, "bytes": 100} for i in range(n)]  # fmt: skip
+
+
+def test_source_weights_and_negatives_fraction_are_honoured_within_sampling_error():
+    positives = _rows(2000, "aaaa") + _rows(2000, "bbbb")
+    negatives = [{"negative_id": f"{i:064x}", "image_id": r["image_id"], "path": "/n", "prompt": "p",
+                  "width": 1024, "height": 1024, "source": r["source"]} for i, r in enumerate(positives[:3000])]  # fmt: skip
+    cfg = ShardConfig(val_fraction=0.0, source_weights=(("aaaa", 0.5), ("bbbb", 2.0)), negatives_fraction=0.2)
+    selected, report = select_samples(cfg, positives, negatives)
+    train = selected["train"]
+    counts = {s: sum(1 for x in train if x.source == s and not x.is_negative) for s in ("aaaa", "bbbb")}
+    assert abs(counts["aaaa"] - 1000) < 4 * np.sqrt(2000 * 0.25)  # binomial(2000, 0.5)
+    assert counts["bbbb"] == 4000  # a whole weight repeats every image
+    assert len({x.key for x in train}) == len(train)  # repeats get their own keys
+    fraction = sum(x.is_negative for x in train) / len(train)
+    assert abs(fraction - 0.2) < 0.02
+    assert report["negatives"]["train"]["available"] == 3000
+
+
+def test_split_is_stable_as_the_catalog_grows():
+    small, _ = select_samples(ShardConfig(val_fraction=0.1), _rows(500, "aaaa"), [])
+    grown, _ = select_samples(ShardConfig(val_fraction=0.1), _rows(1000, "aaaa"), [])
+    val_small = {s.image_id for s in small["val"]}
+    assert val_small and val_small == {s.image_id for s in grown["val"] if s.image_id in {r["image_id"] for r in _rows(500, "aaaa")}}
+    assert 0.05 < len(grown["val"]) / 1000 < 0.15
+
+
+def test_plan_respects_the_size_bound():
+    selected, _ = select_samples(ShardConfig(val_fraction=0.0, gt_size=512), _rows(50, "aaaa"), [])
+    plans = pack_shards(ShardConfig(gt_size=512, max_size=3_500_000), selected)
+    assert len(plans) == 25 and all(len(p.samples) == 2 for p in plans)  # ~1.6 MB bound per 512² PNG pair
+
+
+def test_shard_dir_can_be_elsewhere_and_stale_shards_go(sharded, tmp_path, run_cli):
+    root, _, _, _ = sharded
+    out = tmp_path / "elsewhere"
+    args = ["--gt-size", 96, "--lq", "none", "--val-fraction", 0.2]
+    run_cli(root, "shard", "--name", "other", "--out", out, *args, "--max-count", 2)
+    many = sorted(p.name for p in out.glob("other-*.tar"))
+    run_cli(root, "shard", "--name", "other", "--out", out, *args, "--max-count", 100)
+    few = sorted(p.name for p in out.glob("other-*.tar"))
+    assert len(few) < len(many) and few == ["other-train-000000.tar", "other-val-000000.tar"]
+    shutil.rmtree(out)
