@@ -158,10 +158,15 @@ def decode(data: bytes, min_side: int, max_pixels: int, analysis_min_side: int =
         raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # a decoder bug on hostile input must not kill the run
         raise Rejected("unsupported", f"{type(exc).__name__}: {exc}") from None
-    # The DCT scaling may have reduced less than asked; finish with area averaging.
+    # The DCT scaling may have reduced less than asked (or rounded up); finish with an integer-factor
+    # area average after cropping the remainder: resampling by a non-integer factor (770 -> 769 px)
+    # blends neighbouring pixels and hides noise and JPEG blocking from pipelines.quality.
     target_w, target_h = header.width // scale, header.height // scale
     if rgb.shape[1] != target_w or rgb.shape[0] != target_h:
-        rgb = cv2.resize(rgb, (target_w, target_h), interpolation=cv2.INTER_AREA)
+        factor = max(1, min(rgb.shape[1] // target_w, rgb.shape[0] // target_h))
+        rgb = rgb[: target_h * factor, : target_w * factor]
+        if factor > 1:
+            rgb = cv2.resize(rgb, (target_w, target_h), interpolation=cv2.INTER_AREA)
     return Decoded(header=header, rgb=np.ascontiguousarray(rgb), scale=scale, qtables=qtables)
 
 

@@ -1,0 +1,301 @@
+"""Cheap quality signals on the analysis image, and the thresholds that turn them into a verdict.
+
+`cheap_signals` runs once per image inside ingest on the reduced-size decode of
+:func:`pipelines.decode.decode` (short side 512..1023 px, reduced by ``scale`` ∈ {1, 2, 4, 8}), so
+it is a handful of whole-image OpenCV operations in float32 — no Python loops over pixels.
+
+What each signal measures, and how it is made comparable across analysis scales:
+
+- ``sharpness``: RMS of the Laplacian of the analysis luma over the RMS of the Laplacian of the same
+  luma area-reduced 2×: how much detail the finest octave holds relative to the octave below.
+  Natural photos are close to scale-invariant (power spectrum ~ 1/f²), so a sharp photo scores about
+  the same whatever ``scale`` it was reduced by and whatever its contrast, while blur and upscaling
+  empty the finest octave first. (A plain variance of the Laplacian depends on contrast and content:
+  no single threshold fits both a portrait and a gravel texture.)
+- ``noise_sigma``: Gaussian noise σ on 0..255 luma at FULL resolution. Immerkær's kernel (a
+  difference of two Laplacians, blind to planes and ramps), with a median (Donoho's MAD) instead of
+  his mean so edges and texture cannot dominate; multiplied by ``scale`` because reducing an image by
+  ``scale`` averages ``scale²`` pixels and divides white noise σ by ``scale``.
+- ``jpeg_quality``: IJG quality 1..100 recovered from the quantisation tables (None when not JPEG).
+- ``blockiness``: gradient energy on the 8×8 JPEG block grid over the energy off the grid (1 = no
+  blocking). The grid period on the analysis image is ``8 / scale``; the best phase is used so EXIF
+  rotation or cropping does not hide it. None when ``scale`` is 8 (a block is one pixel then).
+- ``colorfulness``: Hasler & Süsstrunk (2003) M on 0..255 RGB (0 = grey).
+- ``clipping``: fraction of luma pixels ≤ 2 or ≥ 253 (blown highlights, crushed shadows).
+- ``edge_density``: fraction of pixels whose Sobel gradient magnitude exceeds ``EDGE_THRESHOLD``
+  (texture richness / content clarity).
+"""
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from schemas.errors import ConfigError
+from schemas.tables import QUALITY_SIGNALS
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality.yaml"
+
+# Fixed order in which `judge` checks signals: the first failure is the reason. Compression and noise
+# come first because they also disturb the detail measures (noise adds fine detail, blocking adds edges).
+JUDGE_ORDER = ("jpeg_quality", "blockiness", "noise_sigma", "sharpness", "edge_density", "clipping", "colorfulness")
+assert sorted(JUDGE_ORDER) == sorted(QUALITY_SIGNALS)
+
+EDGE_THRESHOLD = 24.0  # Sobel magnitude (0..255 luma, 3x3 kernel /8 normalised ×8) counted as an edge
+_MAD_TO_SIGMA = 1.0 / (0.6745 * 6.0)  # Immerkær's kernel has L2 norm 6; median|N(0,1)| = 0.6745
+_SECOND_DIFF = np.array([1, -2, 1], dtype=np.float32)  # Immerkær's kernel is its outer product
+_CLIPPED = np.array([1] * 3 + [0] * 250 + [1] * 3, dtype=np.uint8)  # luma <= 2 or >= 253
+_OPPONENT = np.array([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=np.float32)  # rg, yb from RGB
+
+# IJG (libjpeg) example tables, natural (row-major) order, JPEG spec Annex K.
+_IJG_LUMA = np.array(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+    dtype=np.float64,
+)  # fmt: skip
+_IJG_CHROMA = np.array(
+    [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+     24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32,
+    dtype=np.float64,
+)  # fmt: skip
+# Zigzag scan position -> natural index (older Pillow returned tables in zigzag order).
+_ZIGZAG = np.array(
+    [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
+     14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39,
+     46, 53, 60, 61, 54, 47, 55, 62, 63]
+)  # fmt: skip
+
+
+def _ijg_scaled(base: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """libjpeg's jpeg_quality_scaling + jpeg_add_quant_table (baseline: clamp to 1..255), per quality."""
+    factor = np.where(quality < 50, 5000 // quality, 200 - 2 * quality)[:, None]
+    return np.clip((base[None, :] * factor + 50) // 100, 1, 255)
+
+
+_QUALITIES = np.arange(1, 101)
+_LUMA_BY_Q = _ijg_scaled(_IJG_LUMA, _QUALITIES)
+_CHROMA_BY_Q = _ijg_scaled(_IJG_CHROMA, _QUALITIES)
+
+
+def estimate_jpeg_quality(qtables: dict) -> float:
+    """IJG quality (1..100) whose scaled tables best match ``qtables`` (table id -> 64 values).
+
+    Inverts libjpeg's scaling like ImageMagick's estimator, but by a least-squares fit in log space
+    over every quality, so non-IJG tables (cameras, Photoshop) still get the nearest IJG equivalent.
+    Accepts natural or zigzag order (whichever fits better).
+    """
+    if not qtables:
+        raise ValueError("no quantisation tables")
+    ids = sorted(qtables)
+    observed = [np.asarray(qtables[i], dtype=np.float64).reshape(-1)[:64] for i in ids]
+    references = [_LUMA_BY_Q] + [_CHROMA_BY_Q] * (len(observed) - 1)
+    best_err, best_q = math.inf, 50.0
+    for order in (None, _ZIGZAG):
+        err = np.zeros(len(_QUALITIES))
+        for table, ref in zip(observed, references):
+            natural = table if order is None else _reorder_zigzag(table)
+            err += np.abs(np.log(ref) - np.log(np.maximum(natural, 1))[None, :]).sum(axis=1)
+        q = int(np.argmin(err))
+        if err[q] < best_err:
+            best_err, best_q = float(err[q]), float(_QUALITIES[q])
+    return best_q
+
+
+def _reorder_zigzag(table: np.ndarray) -> np.ndarray:
+    natural = np.empty(64)
+    natural[_ZIGZAG] = table
+    return natural
+
+
+def _phase_ratio(profile: np.ndarray, period: int) -> float:
+    """Mean of the strongest grid phase over the mean of the other phases (1 = no grid)."""
+    n = len(profile) // period * period
+    per_phase = profile[:n].reshape(-1, period).mean(axis=0)
+    k = int(np.argmax(per_phase))
+    others = (per_phase.sum() - per_phase[k]) / (period - 1)
+    return float(per_phase[k] / max(others, 1e-6))
+
+
+def _median_abs_int(values: np.ndarray) -> float:
+    """Median of |values| (integer-valued) from a histogram, interpolated within the median's bin.
+
+    A histogram costs a fraction of a sort on a megapixel; values past 255 saturate (σ > 60).
+    """
+    hist = cv2.calcHist([cv2.convertScaleAbs(values)], [0], None, [256], [0, 256]).ravel()
+    cum = np.cumsum(hist)
+    half = values.size / 2.0
+    k = int(np.searchsorted(cum, half))
+    if k >= len(hist):
+        return 255.0
+    below = cum[k - 1] if k else 0.0
+    # Bin k holds the integer k, i.e. the interval [k - 0.5, k + 0.5) of the underlying continuous value.
+    return max(0.0, k - 0.5 + (half - below) / max(hist[k], 1.0))
+
+
+def cheap_signals(rgb: np.ndarray, scale: int, qtables: dict | None) -> dict[str, float | None]:
+    """The seven cheap quality signals of one analysis image (HxWx3 uint8 RGB, reduced by ``scale``)."""
+    luma8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    h, w = luma8.shape
+
+    # sharpness: Laplacian RMS at the analysis scale over Laplacian RMS at half of it.
+    half = cv2.resize(luma8.astype(np.float32), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    fine = cv2.norm(cv2.Laplacian(luma8, cv2.CV_16S), cv2.NORM_L2) / math.sqrt(h * w)
+    coarse = cv2.norm(cv2.Laplacian(half, cv2.CV_32F), cv2.NORM_L2) / math.sqrt(half.size)
+    sharpness = fine / coarse if coarse > 1e-6 else 0.0
+
+    # noise: Immerkær's kernel, robust median, back to full-resolution sigma.
+    # The kernel is separable ([1,-2,1] ⊗ [1,-2,1]); every 2nd row is plenty for a median.
+    response = cv2.sepFilter2D(luma8, cv2.CV_16S, _SECOND_DIFF, _SECOND_DIFF)
+    noise_sigma = _median_abs_int(response[1:-1:2, 1:-1]) * _MAD_TO_SIGMA * scale
+
+    # edges: Sobel magnitude (a step of height A gives A) above a fixed contrast, on the half-scale
+    # luma: structure rather than pixel noise, at a quarter of the cost.
+    gx = cv2.Sobel(half, cv2.CV_32F, 1, 0, ksize=3, scale=0.25)
+    gy = cv2.Sobel(half, cv2.CV_32F, 0, 1, ksize=3, scale=0.25)
+    edge_density = float(np.count_nonzero(cv2.magnitude(gx, gy) > EDGE_THRESHOLD)) / half.size
+
+    # blockiness on the (8 / scale)-pixel grid that the JPEG blocks occupy in the analysis image.
+    period = 8 // scale if scale <= 4 else 1
+    blockiness = None
+    if period >= 2 and w > 4 * period and h > 4 * period:
+        dx = cv2.reduce(cv2.absdiff(luma8[:, 1:], luma8[:, :-1]), 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
+        dy = cv2.reduce(cv2.absdiff(luma8[1:, :], luma8[:-1, :]), 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
+        blockiness = 0.5 * (_phase_ratio(dx.ravel(), period) + _phase_ratio(dy.ravel(), period))
+
+    # colourfulness (Hasler & Süsstrunk 2003) on every 4th pixel: image statistics, not detail.
+    sample = cv2.resize(rgb, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_NEAREST)
+    opponent = cv2.transform(sample.astype(np.float32), _OPPONENT)
+    mean, std = (v.ravel() for v in cv2.meanStdDev(opponent))
+    colorfulness = math.hypot(std[0], std[1]) + 0.3 * math.hypot(mean[0], mean[1])
+
+    clipping = cv2.countNonZero(cv2.LUT(luma8, _CLIPPED)) / luma8.size
+
+    return {
+        "sharpness": sharpness,
+        "noise_sigma": float(noise_sigma),
+        "jpeg_quality": estimate_jpeg_quality(qtables) if qtables else None,
+        "blockiness": blockiness,
+        "colorfulness": float(colorfulness),
+        "clipping": clipping,
+        "edge_density": edge_density,
+    }
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Accepted range of one signal or metric; None disables that side."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def fails(self, value: float | None) -> bool:
+        if value is None or math.isnan(value):
+            return False  # not measured (e.g. jpeg_quality of a PNG): nothing to judge
+        return (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Bounds per cheap signal (the names of schemas.tables.QUALITY_SIGNALS) and per pyiqa metric."""
+
+    sharpness: Bounds = Bounds()
+    noise_sigma: Bounds = Bounds()
+    jpeg_quality: Bounds = Bounds()
+    blockiness: Bounds = Bounds()
+    colorfulness: Bounds = Bounds()
+    clipping: Bounds = Bounds()
+    edge_density: Bounds = Bounds()
+    iqa: dict[str, Bounds] = field(default_factory=dict)
+
+
+assert {f.name for f in fields(QualityThresholds)} == {*QUALITY_SIGNALS, "iqa"}
+
+
+def _bounds(where: str, value, base: Bounds) -> Bounds:
+    """Merge a YAML entry ({min: x, max: y}, or null to disable) over ``base``."""
+    if value is None:
+        return Bounds()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping like {{min: 0.5, max: null}} or null, got {value!r}")
+    unknown = set(value) - {"min", "max"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: min, max")
+    merged = {"min": base.min, "max": base.max}
+    for key, bound in value.items():
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int | float)):
+            raise ConfigError(f"{where}.{key}: expected a number or null, got {bound!r}")
+        merged[key] = None if bound is None else float(bound)
+    if merged["min"] is not None and merged["max"] is not None and merged["min"] > merged["max"]:
+        raise ConfigError(f"{where}: min {merged['min']} > max {merged['max']}")
+    return Bounds(**merged)
+
+
+def thresholds_from_dict(data: dict | None, base: QualityThresholds | None = None) -> QualityThresholds:
+    """Override ``base`` (empty bounds if None) with a parsed YAML mapping; unknown keys are errors."""
+    base = base or QualityThresholds()
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"quality thresholds: expected a mapping, got {type(data).__name__}")
+    unknown = set(data) - {*QUALITY_SIGNALS, "iqa"}
+    if unknown:
+        raise ConfigError(
+            f"quality thresholds: unknown key(s) {sorted(unknown)}; known: {sorted(QUALITY_SIGNALS)} and iqa"
+        )
+    values = {name: _bounds(name, data[name], getattr(base, name)) if name in data else getattr(base, name)
+              for name in QUALITY_SIGNALS}
+    iqa = dict(base.iqa)
+    if "iqa" in data:
+        if data["iqa"] is None:
+            iqa = {}
+        elif not isinstance(data["iqa"], dict):
+            raise ConfigError(f"iqa: expected a mapping of metric -> {{min, max}}, got {data['iqa']!r}")
+        else:
+            for metric, value in data["iqa"].items():
+                iqa[str(metric)] = _bounds(f"iqa.{metric}", value, iqa.get(str(metric), Bounds()))
+    return QualityThresholds(**values, iqa=iqa)
+
+
+def _read_yaml(path: str | Path) -> dict:
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"quality config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"quality config {path} is not valid YAML: {exc}") from None
+
+
+def load_thresholds(path: str | None = None) -> QualityThresholds:
+    """The defaults of pipelines/configs/quality.yaml, overridden field by field by the YAML at ``path``."""
+    defaults = thresholds_from_dict(_read_yaml(DEFAULT_CONFIG))
+    if path is None:
+        return defaults
+    try:
+        return thresholds_from_dict(_read_yaml(path), defaults)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def judge(signals: dict[str, float | None], thresholds: QualityThresholds) -> str | None:
+    """``"low_quality:<signal>"`` for the first signal (in ``JUDGE_ORDER``) out of bounds, else None."""
+    for name in JUDGE_ORDER:
+        if getattr(thresholds, name).fails(signals.get(name)):
+            return f"low_quality:{name}"
+    return None
+
+
+def judge_iqa(scores: dict[str, float], thresholds: QualityThresholds) -> str | None:
+    """``"low_quality:<metric>"`` for the first metric (alphabetical) out of its bounds, else None.
+
+    A metric without configured bounds is recorded but never rejects.
+    """
+    for metric in sorted(scores):
+        bounds = thresholds.iqa.get(metric)
+        if bounds is not None and bounds.fails(scores[metric]):
+            return f"low_quality:{metric}"
+    return None
