@@ -251,7 +251,7 @@ def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
 def _iqa_rejections(catalog: Catalog, opts: IngestOptions) -> dict[str, tuple[str, str]]:
     if not opts.metrics:
         return {}
-    from pipelines.iqa import judge_iqa
+    from pipelines.quality import judge_iqa
 
     thresholds = opts.scan.thresholds
     scores = catalog.query(

@@ -81,7 +81,10 @@ def query_command(settings, sql, fmt, limit):
     else:
         table = Table()
         for c in result.column_names:
-            table.add_column(c)
+            table.add_column(c, overflow="fold")
         for r in rows[:limit] if limit else rows:
             table.add_row(*["" if r[c] is None else str(r[c]) for c in result.column_names])
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:  # piped output: don't squeeze columns into 80 characters
+            console = Console(width=max(console.width, 200))
+        console.print(table)

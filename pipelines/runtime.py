@@ -30,15 +30,21 @@ def init_ray(settings: Settings) -> None:
     kwargs = dict(
         include_dashboard=False,
         log_to_driver=settings.debug,
-        logging_level=logging.INFO if settings.debug else logging.WARNING,
+        logging_level=logging.INFO if settings.debug else logging.ERROR,
         configure_logging=True,
     )
     if address:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=settings.num_cpus or os.cpu_count(), **kwargs)
+    if not settings.debug:  # Ray Data logs every execution at INFO; our progress bar says enough
+        for name in ("ray", "ray.data", "ray.data._internal.execution.streaming_executor"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # we draw our own
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")  # claim Ray Data's one-time "bars disabled" warning
     ctx.verbose_stats_logs = False
     ctx.print_on_execution_start = False
 

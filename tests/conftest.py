@@ -26,13 +26,13 @@ def ray_cluster():
 def run_cli():
     """Run the real `supir-data` CLI in-process: ``run_cli(root, "ingest", path, ...)`` -> Result.
 
-    Fails the test on a non-zero exit unless ``expect_exit`` says otherwise.
+    Fails the test on a non-zero exit unless ``expect_exit`` says otherwise (None: any exit code).
     """
     from pipelines.cli import cli
 
     def _run(root, *args, expect_exit=0):
         result = CliRunner().invoke(cli, ["--root", str(root), *map(str, args)], catch_exceptions=True)
-        if result.exit_code != expect_exit:
+        if expect_exit is not None and result.exit_code != expect_exit:
             detail = result.output
             if result.exception is not None and not isinstance(result.exception, SystemExit):
                 import traceback
@@ -42,3 +42,11 @@ def run_cli():
         return result
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random LLaVA and SDXL (``{"llava": path, "sdxl": path}``), built once per session."""
+    from pipelines.tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))

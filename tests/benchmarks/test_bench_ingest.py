@@ -22,7 +22,7 @@ from pipelines.runtime import Settings, init_ray
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 N_IMAGES = int(os.environ.get("SUPIR_BENCH_INGEST_IMAGES", 500))
 CPUS = os.cpu_count() or 2
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "retina")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina")
 
 
 def _make_corpus(folder: Path, n: int) -> int:

@@ -1,0 +1,149 @@
+"""Ingest end to end through the real CLI and Ray: every path gets a row, resumable, idempotent."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from skimage import data
+
+from catalogs.catalog import Catalog
+from catalogs.lake import list_parts
+
+REPO = Path(__file__).resolve().parents[2]
+COMPARE_SQL = "SELECT * EXCLUDE (run_id, ingested_at) FROM images ORDER BY path"
+
+
+def _photo_corpus(folder: Path, n: int, side: int = 1100) -> list[Path]:
+    """n distinct sharp photos (crops of upscaled scikit-image photos with a little grain)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    photos = [data.astronaut(), data.coffee(), data.rocket(), data.stereo_motorcycle()[0]]
+    out = []
+    for i in range(n):
+        src = photos[i % len(photos)]
+        scale = side / min(src.shape[:2]) * rng.uniform(1.0, 1.2)
+        big = cv2.resize(src, None, fx=scale, fy=scale, interpolation=cv2.INTER_LANCZOS4)
+        y, x = rng.integers(0, big.shape[0] - side + 1), rng.integers(0, big.shape[1] - side + 1)
+        crop = big[y : y + side, x : x + side]
+        crop = np.clip(crop + rng.normal(0, 1.5, crop.shape), 0, 255).astype(np.uint8)
+        path = folder / f"photo_{i:03d}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        out.append(path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_corpus(tmp_path_factory):
+    from pipelines.demo_corpus import make_demo_corpus
+
+    folder = tmp_path_factory.mktemp("demo_corpus")
+    manifest = make_demo_corpus(folder, seed=0)
+    return folder, manifest
+
+
+def test_demo_corpus_every_path_recorded_with_expected_outcome(tmp_path, ray_cluster, run_cli, demo_corpus):
+    folder, manifest = demo_corpus
+    result = run_cli(tmp_path, "ingest", folder, "--source", "demo")
+    assert "images by source" in result.output
+    cat = Catalog(tmp_path)
+    rows = {r["path"]: r for r in cat.query("SELECT * FROM images").to_pylist()}
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    assert sorted(rows) == files  # nothing silently dropped
+    mismatches = []
+    for path, expected in manifest.items():
+        row = rows[str(Path(path).resolve())]
+        got = "accepted" if row["status"] == "accepted" else row["reason"]
+        if isinstance(expected, str) and expected != "any" and got != expected:
+            mismatches.append((Path(path).name, expected, got, row["detail"]))
+    assert not mismatches, mismatches
+    for row in rows.values():
+        assert (row["status"] == "accepted") == (row["reason"] is None)
+        if row["reason"] in ("duplicate", "near_duplicate"):
+            kept = [r for r in rows.values() if r["image_id"] == row["duplicate_of"] and r["status"] == "accepted"]
+            assert kept, f"{row['path']} points at {row['duplicate_of']}, which was not kept"
+
+
+def test_second_run_adds_nothing(tmp_path, ray_cluster, run_cli):
+    corpus = tmp_path / "photos"
+    _photo_corpus(corpus, 6)
+    (corpus / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    run_cli(tmp_path / "root", "ingest", corpus)
+    cat = Catalog(tmp_path / "root")
+    before = cat.query(COMPARE_SQL)
+    parts = list_parts(cat.root, "scans")
+    out = run_cli(tmp_path / "root", "ingest", corpus).output
+    assert "0 scanned now" in out
+    assert list_parts(cat.root, "scans") == parts
+    assert cat.query(COMPARE_SQL).equals(before)
+    assert cat.scalar("SELECT count(*) FROM images") == 7
+
+
+def test_list_files_globs_and_urls(tmp_path, ray_cluster, run_cli):
+    photos = _photo_corpus(tmp_path / "photos", 3)
+    (tmp_path / "list.txt").write_text(f"{photos[0]}\nphotos/{photos[1].name}\n{tmp_path}/missing.jpg\n")
+    pq.write_table(pa.table({"path": [str(photos[2])]}), tmp_path / "list.parquet")
+    run_cli(tmp_path / "root", "ingest", tmp_path / "list.txt", tmp_path / "list.parquet")
+    rows = Catalog(tmp_path / "root").query("SELECT path, source, reason FROM images ORDER BY path").to_pylist()
+    assert [Path(r["path"]).name for r in rows] == ["missing.jpg", "photo_000.jpg", "photo_001.jpg", "photo_002.jpg"]
+    assert rows[0]["reason"] == "unreadable"
+    assert {r["source"] for r in rows} == {"list"}
+    run_cli(tmp_path / "root2", "ingest", f"{tmp_path}/photos/*_00[01].jpg", f"file://{photos[2]}", "--source", "web")
+    rows = Catalog(tmp_path / "root2").query("SELECT path, source FROM images ORDER BY path").to_pylist()
+    assert [Path(r["path"]).name for r in rows] == ["photo_000.jpg", "photo_001.jpg", "photo_002.jpg"]
+    assert {r["source"] for r in rows} == {"web"}
+
+def test_missing_input_is_a_clear_error(tmp_path, capsys):
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--root", str(tmp_path), "ingest", str(tmp_path / "nope")])
+    assert info.value.code == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_query_cli_refuses_writes_and_status_counts(tmp_path, run_cli):
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--root", str(tmp_path), "query", "DELETE FROM scans"])
+    assert info.value.code == 2
+    out = run_cli(tmp_path, "query", "SELECT 41 + 1 AS answer", "--format", "csv").output
+    assert out.splitlines() == ["answer", "42"]
+
+
+def test_kill_mid_run_then_resume_equals_uninterrupted(tmp_path, ray_cluster, run_cli):
+    corpus = tmp_path / "photos"
+    _photo_corpus(corpus, 24)
+    (corpus / "truncated.jpg").write_bytes((corpus / "photo_000.jpg").read_bytes()[:5000])
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pipelines", "--root", str(killed), "--num-cpus", "1",
+           "ingest", str(corpus), "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    scans_dir = killed / "lake" / "scans"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(scans_dir.glob("part-*.parquet"))) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "ingest finished before it could be killed; make the corpus bigger"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray cluster it started
+    proc.wait()
+    done_before = len(list(scans_dir.glob("part-*.parquet")))
+    assert 3 <= done_before < 25
+
+    run_cli(killed, "ingest", corpus, "--batch-size", "1")  # the same command finishes the job
+    run_cli(tmp_path / "clean", "ingest", corpus)
+    resumed = Catalog(killed).query(COMPARE_SQL)
+    clean = Catalog(tmp_path / "clean").query(COMPARE_SQL)
+    assert resumed.num_rows == 25
+    assert resumed.equals(clean)
