@@ -97,7 +97,7 @@ def crop_box(cfg: ShardConfig, sample: SamplePlan, width: int, height: int) -> l
     if cfg.crop == "center":
         left, top = (width - side) // 2, (height - side) // 2
     else:
-        rng = np.random.default_rng(sample.seed)
+        rng = np.random.default_rng(sample.crop_seed)
         left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
     return [left, top, left + side, top + side]
 
@@ -160,7 +160,7 @@ def make_sample(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> dict:
         "quality": None if sample.quality is None else {k: _clean(sample.quality.get(k)) for k in QUALITY_SIGNALS},
         "caption_model": sample.caption_model,
         "degradation": recipe,
-        "seed": sample.seed,
+        "seed": cfg.seed,  # recipe = sample_recipe(preset(p), rng_for(seed, __key__))
         "crop_box": box,
         "original_size": original,
         "spec_version": SAMPLE_SPEC_VERSION,

@@ -81,7 +81,7 @@ class SamplePlan:
     format: str | None
     mode: str | None
     bytes: int
-    seed: int  # derive_seed(seed, key): the crop position and the degradation recipe come from it
+    crop_seed: int  # derive_seed(seed, "crop:" + key): the random crop's position
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _positive(cfg: ShardConfig, row: dict, repeat: int) -> SamplePlan:
         key=key, image_id=row["image_id"], negative_id=None, path=row["path"], source=row["source"],
         is_negative=False, caption=row.get("caption") or "", caption_model=row.get("caption_model"),
         quality=quality, width=int(row["width"]), height=int(row["height"]), format=row.get("format"),
-        mode=row.get("mode"), bytes=int(row.get("bytes") or 0), seed=derive_seed(cfg.seed, key),
+        mode=row.get("mode"), bytes=int(row.get("bytes") or 0), crop_seed=derive_seed(cfg.seed, f"crop:{key}"),
     )  # fmt: skip
 
 
@@ -141,7 +141,7 @@ def _negative(cfg: ShardConfig, row: dict, repeat: int) -> SamplePlan:
         key=key, image_id=row["image_id"], negative_id=row["negative_id"], path=row["path"],
         source=row["source"], is_negative=True, caption=row.get("prompt") or "", caption_model=None,
         quality=None, width=int(row["width"]), height=int(row["height"]), format=None, mode=None,
-        bytes=int(row.get("bytes") or 0), seed=derive_seed(cfg.seed, key),
+        bytes=int(row.get("bytes") or 0), crop_seed=derive_seed(cfg.seed, f"crop:{key}"),
     )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ META_FIELDS = (
     "quality",  # {signal: value} from the catalog
     "caption_model",
     "degradation",  # the Real-ESRGAN recipe that made lq.png (null with --lq none)
-    "seed",
+    "seed",  # the global seed: recipe = sample_recipe(preset(p), rng_for(seed, __key__))
     "crop_box",  # [left, top, right, bottom] in the (EXIF-oriented) original
     "original_size",  # [width, height]
     "spec_version",

@@ -85,7 +85,7 @@ class SampleTransform:
         """Shards written with ``--lq none``: synthesise the LQ of this crop with the degradation engine."""
         from supir.degradation import apply, preset, rng_for, sample_recipe
 
-        recipe = sample_recipe(preset(self.degradation_preset), rng_for(self.seed, f"{key}:{epoch}"))
+        recipe = sample_recipe(preset(self.degradation_preset), rng_for(self.seed, f"degrade:{key}:{epoch}"))
         lq = apply(recipe, gt_crop)
         if lq.shape[:2] != gt_crop.shape[:2]:
             lq = cv2.resize(lq, (gt_crop.shape[1], gt_crop.shape[0]), interpolation=cv2.INTER_CUBIC)

@@ -17,9 +17,11 @@ from pipelines.shard import plan_from_catalog, write_shard
 from pipelines.shard_plan import ShardConfig, pack_shards, parse_size, select_samples
 from schemas.errors import ConfigError
 from schemas.sample import META_FIELDS, is_valid_key, split_of
+from supir.degradation import preset, rng_for, sample_recipe
+from supir.reader import ReaderConfig, make_loader
 from tests.pipelines.shard_corpus import build_catalog
 
-SHARD_ARGS = ["--gt-size", 96, "--lq", "none", "--max-count", 4, "--val-fraction", 0.2, "--seed", 7]
+SHARD_ARGS = ["--gt-size", 96, "--max-count", 4, "--val-fraction", 0.2, "--seed", 7]  # --lq precomputed
 
 
 def _sha(path) -> str:
@@ -52,7 +54,7 @@ def test_shards_hold_every_accepted_image_and_negative_with_spec_members(sharded
         with tarfile.open(root / "shards" / name) as tar:
             members = tar.getmembers()
             assert all(m.mtime == 0 and m.uname == "supir" for m in members)  # reproducible headers
-            assert len(members) <= 4 * 3  # --max-count 4, three members each (no lq)
+            assert len(members) <= 4 * 4  # --max-count 4, four members each
             for m in members:
                 key, _, ext = m.name.partition(".")
                 assert is_valid_key(key)
@@ -68,10 +70,12 @@ def test_shards_hold_every_accepted_image_and_negative_with_spec_members(sharded
     assert val_keys
     for key, sample in samples.items():
         meta = json.loads(sample["json"])
-        assert set(META_FIELDS) <= set(meta) and meta["degradation"] is None  # --lq none
+        assert set(META_FIELDS) <= set(meta) and meta["seed"] == 7
         gt_member = next(m for m in sample if m.startswith("gt."))
         gt = Image.open(io.BytesIO(sample[gt_member]))
-        assert gt.size == (96, 96)
+        assert gt.size == (96, 96) and Image.open(io.BytesIO(sample["lq.png"])).size == (96, 96)
+        recipe = sample_recipe(preset("supir"), rng_for(7, key)).to_dict()  # reproducible from the json
+        assert meta["degradation"] == json.loads(json.dumps(recipe))
         assert split_of(meta["image_id"], 0.2) == ("val" if key in val_keys else "train")
         if meta["is_negative"]:
             assert sample["txt"] == b"oil painting, cartoon, blur" and meta["quality"] is None
@@ -98,6 +102,20 @@ def test_catalog_rows_and_manifest_agree_with_the_files(sharded):
     assert train["pattern"] == f"supir-train-{{000000..{len(train['shards']) - 1:06d}}}.tar"
     assert train["samples"] == sum(e["samples"] for e in train["shards"])
     assert not list((root / "shards").glob(".*tmp*"))  # temp names were renamed
+
+
+def test_verify_passes_and_the_reader_yields_training_batches(sharded, run_cli):
+    root, manifest, _, _ = sharded
+    assert "0 problems" in run_cli(root, "verify").output
+    loader = make_loader(ReaderConfig(shards=str(root / "shards" / "supir.manifest.json"), batch_size=3, crop_size=64))
+    batches = list(loader)
+    assert len(batches) == manifest["splits"]["train"]["samples"] // 3 and loader.skipped == 0
+    for batch in batches:
+        assert batch["gt"].shape == batch["lq"].shape == (3, 3, 64, 64)
+        assert -1.0 <= batch["lq"].min() < batch["lq"].max() <= 1.0
+        assert not batch["gt"].equal(batch["lq"])  # a degraded LQ, not a copy
+    negatives = [t for b in batches for t, n in zip(b["txt"], b["is_negative"]) if n]
+    assert negatives and set(negatives) <= {"oil painting, cartoon, blur", ""}
 
 
 def test_plain_webdataset_and_ray_data_read_the_tars(sharded, ray_cluster):
@@ -131,12 +149,12 @@ def test_rerun_is_idempotent_and_resumes_a_missing_shard(sharded, run_cli):
 def test_same_catalog_and_seed_give_identical_bytes_whatever_the_worker_count(sharded, tmp_path):
     """Ray (2 workers, any order) vs the pure writer run in this process in reverse order."""
     root, manifest, _, _ = sharded
-    cfg = ShardConfig(gt_size=96, lq="none", max_count=4, val_fraction=0.2, seed=7)
+    cfg = ShardConfig(gt_size=96, max_count=4, val_fraction=0.2, seed=7)
     plans, _ = plan_from_catalog(Catalog(root), cfg)
     for plan in reversed(plans):
         row = write_shard(plan, cfg, str(tmp_path))["row"]
         assert row["sha256"] == _sha(root / "shards" / plan.shard)
-    other, _ = plan_from_catalog(Catalog(root), ShardConfig(gt_size=96, lq="none", max_count=4, val_fraction=0.2, seed=8))
+    other, _ = plan_from_catalog(Catalog(root), ShardConfig(gt_size=96, max_count=4, val_fraction=0.2, seed=8))
     assert [p.digest for p in other] != [p.digest for p in plans]  # the seed orders samples
 
 

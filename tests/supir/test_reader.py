@@ -169,3 +169,13 @@ def test_manifest_and_brace_pattern_resolve(shards, tmp_path):
         resolve_shards(str(manifest), split="val")
     with pytest.raises(ConfigError, match="does not exist"):
         make_loader(ReaderConfig(shards=str(folder / "nope.manifest.json")))
+
+
+def test_shards_without_lq_are_degraded_on_the_fly(tmp_path):
+    samples = [{k: v for k, v in make_sample(400 + i).items() if k != "lq.png"} for i in range(4)]
+    url = write_tar(tmp_path / "nolq.tar", samples)
+    first, again = (next(iter(make_loader(_config([url], shuffle_buffer=0)))) for _ in range(2))
+    assert first["lq"].shape == first["gt"].shape == (4, 3, CROP, CROP)
+    assert -1.0 <= first["lq"].min() and first["lq"].max() <= 1.0
+    assert not torch.equal(first["lq"], first["gt"])
+    assert torch.equal(first["lq"], again["lq"])  # same seed and epoch: the same degradation
