@@ -11,13 +11,13 @@ each end is cheaper than at every JPEG). Where it departs from the reference cod
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
+import scipy.fft
 
 from schemas.errors import InputImageError
 from supir.degradation import kernels
+from supir.degradation import noise as noise_fields
 from supir.degradation.recipe import Final, Noise, Order, Recipe
 
 INTERPOLATION = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
@@ -77,13 +77,33 @@ def usm_sharpen_uint8(gt: np.ndarray, weight: float = 0.5, radius: int = 50, thr
     return to_uint8(x)
 
 
+# Above this size a non-separable kernel is cheaper through the FFT (OpenCV's own DFT path is slower).
+FFT_MIN_KERNEL = 13
+
+
 def blur(img: np.ndarray, spec: kernels.KernelSpec) -> np.ndarray:
     if spec.kind == "delta":
         return img
     if spec.separable:
         g = kernels.gaussian_1d(spec.size, spec.sigma_x).astype(np.float32)
         return cv2.sepFilter2D(img, -1, g, g, borderType=BORDER)
-    return cv2.filter2D(img, -1, kernels.build(spec).astype(np.float32), borderType=BORDER)
+    kernel = kernels.build(spec).astype(np.float32)
+    if spec.size >= FFT_MIN_KERNEL and min(img.shape[:2]) > spec.size:
+        return fft_filter2d(img, kernel)
+    return cv2.filter2D(img, -1, kernel, borderType=BORDER)
+
+
+def fft_filter2d(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """cv2.filter2D(img, -1, kernel, BORDER_REFLECT_101) through a float32 real FFT (error ~1e-7)."""
+    p = kernel.shape[0] // 2
+    padded = cv2.copyMakeBorder(img, p, p, p, p, BORDER)
+    shape = (scipy.fft.next_fast_len(padded.shape[0], True), scipy.fft.next_fast_len(padded.shape[1], True))
+    spectrum = scipy.fft.rfft2(padded, s=shape, axes=(0, 1))
+    # correlation = convolution with the flipped kernel; the full convolution is offset by 2p
+    spectrum *= scipy.fft.rfft2(kernel[::-1, ::-1], s=shape)[:, :, None]
+    out = scipy.fft.irfft2(spectrum, s=shape, axes=(0, 1))
+    h, w = img.shape[:2]
+    return np.ascontiguousarray(out[2 * p : 2 * p + h, 2 * p : 2 * p + w])
 
 
 def resize(img: np.ndarray, h: int, w: int, mode: str) -> np.ndarray:
@@ -93,32 +113,16 @@ def resize(img: np.ndarray, h: int, w: int, mode: str) -> np.ndarray:
 
 
 def add_noise(img: np.ndarray, noise: Noise) -> np.ndarray:
-    """Gaussian or Poisson noise, then clip to [0, 1] (in place when possible)."""
+    """Gaussian or Poisson noise, then clip to [0, 1]."""
     rng = np.random.default_rng(noise.seed)
     h, w = img.shape[:2]
     if noise.kind == "gaussian":
-        shape = (h, w, 1) if noise.gray else (h, w, 3)
-        n = rng.standard_normal(shape, dtype=np.float32)
-        n *= np.float32(noise.level / 255.0)
+        n = noise_fields.gaussian_noise((h, w, 1) if noise.gray else (h, w, 3), noise.level, rng)
     else:
         base = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None] if noise.gray else img
-        n = poisson_noise(base, noise.level, rng)
-    img = img + n  # broadcasts a gray field over the channels
-    return np.clip(img, 0, 1, out=img)
-
-
-def poisson_noise(img: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """Shot noise as the reference: quantise to 8 bits, count photons in ``vals`` = the next power of
-    two above the number of distinct levels, return scale * (Poisson(x·vals)/vals − x)."""
-    levels = np.rint(img * 255).clip(0, 255).astype(np.uint8)
-    distinct = int(np.count_nonzero(np.bincount(levels.ravel(), minlength=256)))
-    vals = 2.0 ** math.ceil(math.log2(max(distinct, 1)))
-    # Poisson draws per pixel, but its rate takes at most 256 values: look the rate up per level
-    rate = (np.arange(256) * (vals / 255.0))[levels]
-    counts = rng.poisson(rate).astype(np.float32)
-    noisy = counts * np.float32(1 / vals) - levels * np.float32(1 / 255)
-    noisy *= np.float32(scale)
-    return noisy
+        n = noise_fields.poisson_noise(base, noise.level, rng)
+    out = np.add(n, img, out=n) if n.shape == img.shape else n + img  # gray: one field, 3 channels
+    return np.clip(out, 0, 1, out=out)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
