@@ -200,10 +200,8 @@ class DegradationConfig:
                 import yaml
 
                 data = yaml.safe_load(text)
-        except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError both subclass it... mostly
+        except Exception as exc:  # json.JSONDecodeError or yaml.YAMLError
             raise ConfigError(f"{path} is not valid JSON/YAML: {exc}") from exc
-        except Exception as exc:  # yaml.YAMLError is not a ValueError
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of degradation options")
         # a file may nest the options under `degradation:` (as inside a larger training config)

@@ -130,12 +130,17 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(np.clip(img, 0, 1), alpha=255.0)
 
 
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    """Real libjpeg round trip at an integer quality (4:2:0 chroma, as OpenCV's default)."""
-    ok, buf = cv2.imencode(".jpg", to_uint8(img), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def encode_jpeg(bgr: np.ndarray, quality: int) -> np.ndarray:
+    """libjpeg (via OpenCV) baseline JPEG bytes of a uint8 BGR image, 4:2:0 chroma."""
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # pragma: no cover - OpenCV only fails here on an empty image
         raise InputImageError("JPEG encoding failed")
-    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return buf
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """Real libjpeg round trip of a float32 BGR image in [0, 1] at an integer quality."""
+    out = cv2.imdecode(encode_jpeg(to_uint8(img), quality), cv2.IMREAD_COLOR)
     return out.astype(np.float32) * np.float32(1 / 255)
 
 
