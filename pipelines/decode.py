@@ -24,10 +24,11 @@ _EXIF_ORIENTATION = 0x0112
 
 
 class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", header: "Header | None" = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.header = header  # what the header said, when it could be read
 
 
 @dataclass
@@ -138,6 +139,14 @@ def decode(data: bytes, min_side: int, max_pixels: int, analysis_min_side: int =
     """
     img = _open(data)
     header = read_header(img)
+    try:
+        return _decode_reduced(img, header, min_side, max_pixels, analysis_min_side)
+    except Rejected as rej:
+        rej.header = header
+        raise
+
+
+def _decode_reduced(img: Image.Image, header: Header, min_side: int, max_pixels: int, analysis_min_side: int) -> Decoded:
     check_size(header, min_side, max_pixels)
     scale = analysis_scale(header.width, header.height, analysis_min_side)
     qtables = _qtables(img) if header.format == "JPEG" else None
