@@ -63,12 +63,16 @@ def usm_sharpen(img: np.ndarray, weight: float = 0.5, radius: int = 50, threshol
     """Unsharp masking as Real-ESRGAN's ``gt_usm``: sharpen where |I - blur(I)| > threshold/255,
     blended through a blurred mask so the sharpened regions have soft edges. float32 in [0, 1]."""
     radius += radius % 2 == 0
-    blur = cv2.GaussianBlur(img, (radius, radius), 0, borderType=BORDER)
-    residual = img - blur
+    residual = img - cv2.GaussianBlur(img, (radius, radius), 0, borderType=BORDER)
     mask = (np.abs(residual) * 255 > threshold).astype(np.float32)
     soft = cv2.GaussianBlur(mask, (radius, radius), 0, borderType=BORDER)
-    sharp = np.clip(img + weight * residual, 0, 1)
-    return img + soft * (sharp - img)
+    residual *= np.float32(weight)
+    residual += img
+    sharp = np.clip(residual, 0, 1, out=residual)
+    sharp -= img  # I + soft (sharp - I), in place
+    sharp *= soft
+    sharp += img
+    return sharp
 
 
 def usm_sharpen_uint8(gt: np.ndarray, weight: float = 0.5, radius: int = 50, threshold: float = 10.0) -> np.ndarray:
