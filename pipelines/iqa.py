@@ -182,19 +182,42 @@ class IqaScorer:
         }
 
 
+def _actor_pool() -> tuple[int, float, float, int]:
+    """(actors, GPUs per actor, CPUs per actor, torch threads): one actor per GPU, else one CPU actor.
+
+    Actors never hold every CPU: the read tasks that feed them need some, or the dataset hangs.
+    """
+    from pipelines.runtime import cluster_cpus, cluster_gpus
+
+    cpus, gpus = cluster_cpus(), cluster_gpus()
+    if gpus:
+        return gpus, 1.0, max(0.1, min(1.0, (cpus - 0.5) / gpus)), 1
+    cpus_per_actor = max(0.1, cpus - 0.5)
+    return 1, 0.0, cpus_per_actor, max(1, round(cpus_per_actor))
+
+
 def score_images(rows: list[dict], metrics: list[str], weights_dir: str | None, run_id: str, root: str,
                  short_side: int = IQA_SHORT_SIDE, batch_size: int = IQA_BATCH_SIZE) -> int:
     """Score ``rows`` ({image_id, path}) with every metric on a Ray actor pool; returns rows written."""
-    from pipelines.model_stage import plan_actor_pool, run_actor_stage
     from pipelines.runtime import Settings, init_ray
 
     check_metrics(metrics, weights_dir)
     if not rows:
         return 0
     init_ray(Settings(root=root))  # reuses the running Ray (ingest's, or a test's)
+    import ray
+
     work = pa.table({"image_id": [r["image_id"] for r in rows], "path": [r["path"] for r in rows]})
-    # Actors never take every CPU (on 2 cores read tasks would starve): plan_actor_pool sizes them.
-    pool = plan_actor_pool(batch_size)
-    kwargs = {"metrics": list(dict.fromkeys(metrics)), "weights_dir": weights_dir, "run_id": run_id,
-              "root": root, "short_side": short_side}
-    return sum(len(out["image_id"]) for out in run_actor_stage(work, IqaScorer, kwargs, pool))
+    actors, gpus, cpus, threads = _actor_pool()
+    blocks = [work.slice(start, batch_size) for start in range(0, len(work), batch_size)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        IqaScorer,
+        fn_constructor_kwargs={"metrics": list(dict.fromkeys(metrics)), "weights_dir": weights_dir,
+                               "run_id": run_id, "root": root, "short_side": short_side, "torch_threads": threads},
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=batch_size,  # required by Ray whenever num_gpus is given, even 0
+        batch_format="numpy",
+        num_gpus=gpus,
+        num_cpus=cpus,
+    )
+    return sum(len(out["image_id"]) for out in ds.iter_batches(batch_size=None, batch_format="numpy"))
