@@ -14,6 +14,7 @@ import math
 import os
 import re
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -55,15 +56,43 @@ class SampleSkipped(Exception):
 
 
 class _HashingFile:
-    """A write-only file wrapper that hashes and counts what passes through (no second read)."""
+    """Write-only file wrapper: buffers tarfile's 10 KB writes into 1 MB chunks that a helper thread
+    writes and hashes (both release the GIL), so SHA-256 overlaps reading and encoding the next sample."""
+
+    CHUNK = 1 << 20
 
     def __init__(self, fh):
         self.fh, self.sha256, self.size = fh, hashlib.sha256(), 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: list[Future] = []
+
+    def _drain(self, chunk: bytes) -> None:
+        self.fh.write(chunk)
+        self.sha256.update(chunk)
 
     def write(self, data) -> int:
-        self.sha256.update(data)
+        self._buffer.append(bytes(data))
+        self._buffered += len(data)
         self.size += len(data)
-        return self.fh.write(data)
+        if self._buffered >= self.CHUNK:
+            self._submit()
+        return len(data)
+
+    def _submit(self) -> None:
+        chunk, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+        self._pending.append(self._pool.submit(self._drain, chunk))
+        if len(self._pending) > 4:  # bound memory: at most ~4 MB in flight
+            self._pending.pop(0).result()
+
+    def close(self) -> None:
+        """Flush everything to the file (raising any write error); the hash is then complete."""
+        if self._buffer:
+            self._submit()
+        for future in self._pending:
+            future.result()
+        self._pool.shutdown()
 
 
 # -- one sample ------------------------------------------------------------------------------------
@@ -173,6 +202,13 @@ def make_sample(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> dict:
 # -- one shard (the per-unit pure function) ---------------------------------------------------------
 
 
+def _read(sample: SamplePlan) -> bytes:
+    try:
+        return Path(sample.path).read_bytes()
+    except OSError as exc:
+        raise SampleSkipped("missing_file", f"{sample.path}: {exc.strerror or exc}") from None
+
+
 def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "") -> dict:
     """Write one planned shard atomically; return its `shards` row plus per-sample counters.
 
@@ -184,24 +220,27 @@ def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | Non
     final = out / plan.shard
     tmp = out / f".{plan.shard}.tmp-{uuid.uuid4().hex[:8]}"
     written, skipped, sources = 0, {}, {}
-    with open(tmp, "wb") as fh:
-        hashing = _HashingFile(fh)
-        with TarWriter(hashing, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER) as tar:
-            for sample in plan.samples:
-                try:
-                    try:
-                        data = Path(sample.path).read_bytes()
-                    except OSError as exc:
-                        raise SampleSkipped("missing_file", f"{sample.path}: {exc.strerror or exc}") from None
-                    tar.write(make_sample(cfg, sample, data))
-                except SampleSkipped as exc:
-                    skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
-                    continue
-                written += 1
-                group = "negatives" if sample.is_negative else (sample.source or "?")
-                sources[group] = sources.get(group, 0) + 1
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            hashing = _HashingFile(fh)
+            try:
+                with TarWriter(hashing, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER) as tar:
+                    for sample in plan.samples:
+                        try:
+                            tar.write(make_sample(cfg, sample, _read(sample)))
+                        except SampleSkipped as exc:
+                            skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+                            continue
+                        written += 1
+                        group = "negatives" if sample.is_negative else (sample.source or "?")
+                        sources[group] = sources.get(group, 0) + 1
+            finally:
+                hashing.close()
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed task leaves no half shard behind
+        raise
     if hashing.size > cfg.max_size:  # the planner's bound is meant to make this impossible
         tmp.unlink()
         raise RuntimeError(f"{plan.shard}: {hashing.size} bytes > --max-size {cfg.max_size}; size bound too low")

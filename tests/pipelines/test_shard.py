@@ -230,3 +230,23 @@ def test_shard_dir_can_be_elsewhere_and_stale_shards_go(sharded, tmp_path, run_c
     few = sorted(p.name for p in out.glob("other-*.tar"))
     assert len(few) < len(many) and few == ["other-train-000000.tar", "other-val-000000.tar"]
     shutil.rmtree(out)
+
+
+def test_end_to_end_from_a_folder_of_photos(tmp_path, run_cli, ray_cluster):
+    """ingest → shard → verify → reader, all through the real CLI (no captions: positive prompt only)."""
+    import cv2
+    from skimage import data as skdata
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(["astronaut", "coffee", "chelsea", "rocket"]):
+        array = getattr(skdata, name)()
+        array = cv2.resize(array, None, fx=128 / min(array.shape[:2]), fy=128 / min(array.shape[:2]), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(photos / f"p{i}.jpg"), cv2.cvtColor(array, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    root = tmp_path / "root"
+    run_cli(root, "ingest", photos, "--min-side", 96)
+    assert "train: 4 samples written" in run_cli(root, "shard", "--gt-size", 96, "--val-fraction", 0).output
+    assert "4 samples, 0 problems" in run_cli(root, "verify").output
+    batch = next(iter(make_loader(ReaderConfig(shards=str(root / "shards" / "supir.manifest.json"), batch_size=4, crop_size=96))))
+    assert batch["gt"].shape == batch["lq"].shape == (4, 3, 96, 96) and batch["is_negative"].sum() == 0
+    assert all(t == "" or t.startswith("Cinematic") for t in batch["txt"])
