@@ -17,7 +17,15 @@ import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import write_part
-from pipelines.model_stage import load_rgb, part_name, plan_actor_pool, run_actor_stage, short_hash
+from pipelines.model_stage import (
+    PoolOptions,
+    chunks,
+    load_rgb,
+    part_name,
+    plan_actor_pool,
+    pool_options,
+    run_actor_stage,
+)
 from schemas.errors import ConfigError, InputImageError, MissingWeightsError
 from schemas.runs import new_run_id, utc_now
 from supir.prompts import CAPTION_PROMPT
@@ -68,7 +76,9 @@ def load_captioner(cfg: CaptionConfig, device: str = "cpu"):
         if not device.startswith("cuda"):
             raise ConfigError(f"--load-in {cfg.load_in} needs a GPU (bitsandbytes); none is visible")
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_8bit=cfg.load_in == "8bit", load_in_4bit=cfg.load_in == "4bit", bnb_4bit_compute_dtype=dtype
+            load_in_8bit=cfg.load_in == "8bit",
+            load_in_4bit=cfg.load_in == "4bit",
+            bnb_4bit_compute_dtype=dtype,
         )
         kwargs["device_map"] = {"": device}
     try:
@@ -160,14 +170,14 @@ def decode_for_captioning(batch: dict, min_side: int | None) -> dict:
 
 
 class CaptionActor:
-    """One captioning model per actor; writes one `captions` part per batch."""
+    """One captioning model per actor; writes one `captions` part per actor call."""
 
-    def __init__(self, config: dict, root: str, run_id: str, torch_threads: int):
+    def __init__(self, config: dict, root: str, run_id: str, torch_threads: int, batch_size: int):
         import torch
 
         torch.set_num_threads(torch_threads)
         self.cfg = CaptionConfig(**config)
-        self.root, self.run_id = root, run_id
+        self.root, self.run_id, self.batch_size = root, run_id, batch_size
         self.model_id = model_key(self.cfg.model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.processor = load_captioner(self.cfg, device)
@@ -177,8 +187,11 @@ class CaptionActor:
 
         ids = [str(i) for i in batch["image_id"]]
         ok = [i for i, err in enumerate(batch["error"]) if not err]
-        images = [Image.fromarray(batch["image"][i]) for i in ok]
-        generations = dict(zip(ok, caption_images(self.model, self.processor, images, self.cfg)))
+        generations = {}
+        for rows in chunks(len(ok), self.batch_size):
+            idx = [ok[j] for j in rows]
+            images = [Image.fromarray(batch["image"][i]) for i in idx]
+            generations.update(zip(idx, caption_images(self.model, self.processor, images, self.cfg)))
         now, rows = utc_now(), []
         for i, image_id in enumerate(ids):
             g = generations.get(i, Generation(caption="", n_tokens=0, flag="unreadable"))
@@ -194,7 +207,8 @@ class CaptionActor:
                     "created_at": now,
                 }
             )
-        write_part(self.root, "captions", rows, name=part_name(f"cap-{short_hash(self.model_id, self.cfg.prompt)}", ids))
+        # Named by run and batch: a task Ray retries replaces its part; another run never collides.
+        write_part(self.root, "captions", rows, name=part_name(f"cap-{self.run_id}", ids))
         return {"image_id": ids, "flag": [r["flag"] or "" for r in rows]}
 
 
@@ -209,13 +223,20 @@ GROUP BY i.image_id ORDER BY i.image_id"""
 
 
 def pending_images(
-    catalog: Catalog, model: str, prompt: str, limit: int | None = None, retry_flagged=False, only_uncaptioned=False
+    catalog: Catalog,
+    model: str,
+    prompt: str,
+    limit: int | None = None,
+    retry_flagged=False,
+    only_uncaptioned=False,
 ) -> pa.Table:
     """Accepted images with no caption row for (model, prompt): the anti-join that makes runs resumable."""
     sql = PENDING_SQL.format(
         retry_clause="AND c.flag IS NULL" if retry_flagged else "",
         uncaptioned_clause=(
-            "AND NOT EXISTS (SELECT 1 FROM latest_captions l WHERE l.image_id = i.image_id)" if only_uncaptioned else ""
+            "AND NOT EXISTS (SELECT 1 FROM latest_captions l WHERE l.image_id = i.image_id)"
+            if only_uncaptioned
+            else ""
         ),
     )
     if limit is not None:
@@ -223,8 +244,15 @@ def pending_images(
     return catalog.query(sql, [model, prompt])
 
 
-def run_caption(settings, cfg: CaptionConfig, batch_size=8, limit=None, actors=None, gpus_per_actor=None,
-                retry_flagged=False, only_uncaptioned=False, echo=click.echo) -> dict:
+def run_caption(
+    settings,
+    cfg: CaptionConfig,
+    opts: PoolOptions,
+    limit=None,
+    retry_flagged=False,
+    only_uncaptioned=False,
+    echo=click.echo,
+) -> dict:
     """Caption pending images; returns counts {'pending', 'captioned', 'flagged': {flag: n}}."""
     from pipelines.runtime import init_ray, progress
 
@@ -235,24 +263,33 @@ def run_caption(settings, cfg: CaptionConfig, batch_size=8, limit=None, actors=N
     work = pending_images(catalog, model_key(cfg.model), cfg.prompt, limit, retry_flagged, only_uncaptioned)
     counts = {"pending": len(work), "captioned": 0, "flagged": {}}
     if not len(work):
-        echo(f"nothing to caption: every accepted image has a caption for model {cfg.model!r} and this prompt")
+        echo(
+            f"nothing to caption: every accepted image has a caption for model {cfg.model!r} and this prompt"
+        )
         return counts
-    init_ray(settings)
-    pool = plan_actor_pool(batch_size, actors, gpus_per_actor)
-    run_id = new_run_id("caption")
-    catalog.record_run(run_id, "caption", {**asdict(cfg), "batch_size": batch_size, "pool": asdict(pool)})
     from transformers import AutoProcessor
 
-    try:
+    try:  # fails fast, before any Ray actor, when the model is not there
         min_side = processor_min_side(AutoProcessor.from_pretrained(cfg.model))
     except OSError as exc:
-        raise MissingWeightsError(f"cannot load the processor of {cfg.model!r}: {exc}") from exc
+        raise MissingWeightsError(
+            f"cannot load the processor of {cfg.model!r}: {exc}. Give --model a local folder "
+            "(save_pretrained layout) or a hub id whose files are in the Hugging Face cache."
+        ) from exc
+    init_ray(settings)
+    pool = plan_actor_pool(opts)
+    run_id = new_run_id("caption")
+    catalog.record_run(run_id, "caption", {**asdict(cfg), "pool": asdict(pool)})
     echo(f"captioning {len(work)} images with {pool.actors} actor(s), run {run_id}")
     with progress("caption", flagged=0) as bar:
         task = bar.add_task("caption", total=len(work), flagged=0)
         for summary in run_actor_stage(
-            work, CaptionActor, {"config": asdict(cfg), "root": str(catalog.root), "run_id": run_id}, pool,
-            prepare=decode_for_captioning, prepare_kwargs={"min_side": min_side},
+            work,
+            CaptionActor,
+            {"config": asdict(cfg), "root": str(catalog.root), "run_id": run_id},
+            pool,
+            prepare=decode_for_captioning,
+            prepare_kwargs={"min_side": min_side},
         ):
             for flag in summary["flag"]:
                 if flag:
@@ -277,19 +314,30 @@ def import_captions(settings, file: str, echo=click.echo) -> dict:
         raise InputImageError(f"cannot read captions file {src}: {exc}") from exc
     key = "image_id" if "image_id" in table.column_names else "path" if "path" in table.column_names else None
     if "caption" not in table.column_names or key is None:
-        raise ConfigError(f"{src}: needs a `caption` column and an `image_id` or `path` column; has {table.column_names}")
+        raise ConfigError(
+            f"{src}: needs a `caption` column and an `image_id` or `path` column; has {table.column_names}"
+        )
     catalog = Catalog(settings.root)
     catalog.refresh()
     optional = [c if c in table.column_names else f"NULL AS {c}" for c in ("model", "prompt")]
     with catalog.reader() as con:
-        con.register("imported", table.select([key, "caption", *[c for c in ("model", "prompt") if c in table.column_names]]))
-        matched = con.sql(
-            f"""SELECT DISTINCT i.image_id, CAST(u.caption AS VARCHAR) AS caption, {", ".join(optional)}
+        con.register(
+            "imported",
+            table.select([key, "caption", *[c for c in ("model", "prompt") if c in table.column_names]]),
+        )
+        matched = (
+            con.sql(
+                f"""SELECT DISTINCT i.image_id, CAST(u.caption AS VARCHAR) AS caption, {", ".join(optional)}
                 FROM imported u JOIN images i ON i.{key} = CAST(u.{key} AS VARCHAR) WHERE i.image_id IS NOT NULL
                 ORDER BY 1, 2"""
-        ).to_arrow_table().to_pylist()
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
     if not matched:
-        raise InputImageError(f"{src}: none of its {len(table)} rows matches an image in the catalog by {key}")
+        raise InputImageError(
+            f"{src}: none of its {len(table)} rows matches an image in the catalog by {key}"
+        )
     run_id = new_run_id("caption-import")
     catalog.record_run(run_id, "caption-import", {"file": str(src.resolve())})
     now = utc_now()
@@ -315,29 +363,69 @@ def import_captions(settings, file: str, echo=click.echo) -> dict:
 
 
 @click.command("caption")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Hub id or local folder (image-text-to-text).")
-@click.option("--prompt", default=CAPTION_PROMPT, show_default=True, help="The instruction given with each image.")
-@click.option("--template", default=LLAVA_TEMPLATE, show_default=True, help="Conversation format; {prompt} is replaced.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Images per generate() call.")
+@click.option(
+    "--model", default=DEFAULT_MODEL, show_default=True, help="Hub id or local folder (image-text-to-text)."
+)
+@click.option(
+    "--prompt", default=CAPTION_PROMPT, show_default=True, help="The instruction given with each image."
+)
+@click.option(
+    "--template", default=LLAVA_TEMPLATE, show_default=True, help="Conversation format; {prompt} is replaced."
+)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--load-in", type=click.Choice(["8bit", "4bit"]), default=None, help="Quantise with bitsandbytes (GPU).")
+@click.option(
+    "--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True
+)
+@click.option(
+    "--load-in", type=click.Choice(["8bit", "4bit"]), default=None, help="Quantise with bitsandbytes (GPU)."
+)
 @click.option("--limit", type=int, default=None, help="Caption at most N pending images.")
-@click.option("--actors", type=int, default=None, help="Model replicas (default: one per GPU, else 1).")
-@click.option("--gpus-per-actor", type=float, default=None, help="Default 1 when the cluster has GPUs, else 0.")
-@click.option("--retry-flagged", is_flag=True, help="Also redo images whose caption was flagged (empty/repetitive).")
-@click.option("--only-uncaptioned", is_flag=True, help="Skip images with a good caption from any model or import.")
-@click.option("--from-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Import captions (.parquet/.jsonl with caption + image_id or path) instead of running a model.")
+@pool_options(batch_size=8, part_rows=256)
+@click.option(
+    "--retry-flagged", is_flag=True, help="Also redo images whose caption was flagged (empty/repetitive)."
+)
+@click.option(
+    "--only-uncaptioned", is_flag=True, help="Skip images with a good caption from any model or import."
+)
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Import captions (.parquet/.jsonl with caption + image_id or path) instead of running a model.",
+)
 @click.pass_obj
-def caption_command(settings, model, prompt, template, batch_size, max_new_tokens, dtype, load_in, limit, actors,
-                    gpus_per_actor, retry_flagged, only_uncaptioned, from_file):
+def caption_command(
+    settings,
+    model,
+    prompt,
+    template,
+    max_new_tokens,
+    dtype,
+    load_in,
+    limit,
+    batch_size,
+    part_rows,
+    actors,
+    gpus_per_actor,
+    retry_flagged,
+    only_uncaptioned,
+    from_file,
+):
     """Caption accepted images with LLaVA-1.5 (or import captions). Resumable: re-run to finish."""
     if from_file:
         import_captions(settings, from_file)
         return
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    cfg = CaptionConfig(model=model, prompt=prompt, template=template, max_new_tokens=max_new_tokens,
-                        dtype=dtype, load_in=load_in)
-    run_caption(settings, cfg, batch_size, limit, actors, gpus_per_actor, retry_flagged, only_uncaptioned)
+    cfg = CaptionConfig(
+        model=model,
+        prompt=prompt,
+        template=template,
+        max_new_tokens=max_new_tokens,
+        dtype=dtype,
+        load_in=load_in,
+    )
+    opts = PoolOptions(
+        batch_size=batch_size, part_rows=part_rows, actors=actors, gpus_per_actor=gpus_per_actor
+    )
+    run_caption(settings, cfg, opts, limit, retry_flagged, only_uncaptioned)

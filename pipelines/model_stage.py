@@ -1,9 +1,11 @@
 """Plumbing shared by the model-driven stages (caption, negatives): one model per Ray actor.
 
-A stage hands :func:`run_actor_stage` its pending work as an Arrow table; Ray Data streams it
-through an optional CPU ``prepare`` step (image decoding, so the model never waits on it) into a
-pool of actors, each holding one model. Actors write their own Parquet parts (deterministic names,
-see :func:`part_name`) and return a small summary per batch, which the driver counts.
+A stage hands :func:`run_actor_stage` its pending work as an Arrow table, cut into parts of
+``part_rows`` rows; Ray Data streams each part through an optional CPU ``prepare`` step (image
+decoding, so the model never waits on it) into a pool of actors, each holding one model. An actor
+runs its model on ``batch_size`` rows at a time, writes the part's Parquet file (deterministic name,
+see :func:`part_name`) and returns a small summary, which the driver counts. A part is the unit of
+work a crash loses; big parts keep a 20M-row table to thousands of files, not millions.
 """
 
 import hashlib
@@ -12,15 +14,13 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import click
 import pyarrow as pa
 from PIL import Image, ImageOps
 
 from schemas.errors import ConfigError, InputImageError
 
-# Work is cut into blocks of this many batches: small enough that decoding streams ahead of the
-# model, large enough that Ray's per-block overhead stays negligible.
-BATCHES_PER_BLOCK = 4
-# Batches queued per actor: the prefetch that hides decoding behind the model.
+# Parts queued per actor: the prefetch that hides decoding behind the model.
 TASKS_IN_FLIGHT_PER_ACTOR = 2
 
 
@@ -33,15 +33,58 @@ class ActorPool:
     cpus_per_actor: float
     prepare_cpus: float  # CPUs of each decode task
     torch_threads: int  # intra-op threads of a CPU actor
-    batch_size: int
+    batch_size: int  # rows per model call
+    part_rows: int  # rows per actor call = per Parquet part
 
 
-def plan_actor_pool(
-    batch_size: int,
-    actors: int | None = None,
-    gpus_per_actor: float | None = None,
-    cpu_threads: int | None = None,
-) -> ActorPool:
+@dataclass(frozen=True)
+class PoolOptions:
+    """What the user asked for (the shared CLI options); :func:`plan_actor_pool` fills the rest."""
+
+    batch_size: int  # rows per model call
+    part_rows: int  # rows per actor call and per Parquet part
+    actors: int | None = None  # default: one per GPU, else as many CPU actors as fit
+    gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
+
+
+def pool_options(batch_size: int, part_rows: int):
+    """The click options every model stage shares (--batch-size, --part-rows, --actors, --gpus-per-actor)."""
+
+    def decorate(command):
+        for option in reversed(
+            [
+                click.option(
+                    "--batch-size",
+                    type=int,
+                    default=batch_size,
+                    show_default=True,
+                    help="Rows per model call.",
+                ),
+                click.option(
+                    "--part-rows",
+                    type=int,
+                    default=part_rows,
+                    show_default=True,
+                    help="Rows per actor task and Parquet part (the work a crash can lose).",
+                ),
+                click.option(
+                    "--actors", type=int, default=None, help="Model replicas (default: one per GPU, else 1)."
+                ),
+                click.option(
+                    "--gpus-per-actor",
+                    type=float,
+                    default=None,
+                    help="Default 1 when the Ray cluster has GPUs, else 0 (CPU).",
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def plan_actor_pool(opts: PoolOptions, cpu_threads: int | None = None) -> ActorPool:
     """Size the pool from the cluster: one actor per GPU (or per ``gpus_per_actor``), else CPU actors.
 
     Actors never hold every CPU: on a small machine decode tasks would starve and the dataset hang.
@@ -50,8 +93,11 @@ def plan_actor_pool(
     """
     from pipelines.runtime import cluster_cpus, cluster_gpus
 
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    actors, gpus_per_actor = opts.actors, opts.gpus_per_actor
+    if opts.batch_size < 1 or opts.part_rows < 1:
+        raise ConfigError(
+            f"--batch-size and --part-rows must be >= 1, got {opts.batch_size} and {opts.part_rows}"
+        )
     if actors is not None and actors < 1:
         raise ConfigError(f"--actors must be >= 1, got {actors}")
     cpus, gpus = cluster_cpus(), cluster_gpus()
@@ -70,7 +116,9 @@ def plan_actor_pool(
         actors = actors or fit
         if actors > fit:
             # Ray would leave the extra actors pending forever.
-            raise ConfigError(f"--actors {actors} x --gpus-per-actor {gpus_per_actor} needs more than {gpus} GPU(s)")
+            raise ConfigError(
+                f"--actors {actors} x --gpus-per-actor {gpus_per_actor} needs more than {gpus} GPU(s)"
+            )
         cpus_per_actor = min(1.0, (cpus - prepare_cpus) / actors)
         threads = 1
     else:
@@ -85,7 +133,8 @@ def plan_actor_pool(
         cpus_per_actor=max(0.1, cpus_per_actor),
         prepare_cpus=prepare_cpus,
         torch_threads=threads,
-        batch_size=batch_size,
+        batch_size=opts.batch_size,
+        part_rows=max(opts.part_rows, opts.batch_size),
     )
 
 
@@ -100,24 +149,27 @@ def run_actor_stage(
     """Stream ``work`` through ``prepare`` (CPU tasks) and the actor pool; yield each summary batch."""
     import ray
 
-    rows_per_block = pool.batch_size * BATCHES_PER_BLOCK
-    blocks = [work.slice(start, rows_per_block) for start in range(0, len(work), rows_per_block)]
-    ds = ray.data.from_arrow(blocks)
+    parts = [work.slice(start, pool.part_rows) for start in range(0, len(work), pool.part_rows)]
+    ds = ray.data.from_arrow(parts)
     if prepare is not None:
         ds = ds.map_batches(
             prepare,
             fn_kwargs=prepare_kwargs or {},
-            batch_size=pool.batch_size,
+            batch_size=pool.part_rows,
             batch_format="numpy",
             num_cpus=pool.prepare_cpus,
         )
     ds = ds.map_batches(
         actor_cls,
-        fn_constructor_kwargs={**actor_kwargs, "torch_threads": pool.torch_threads},
+        fn_constructor_kwargs={
+            **actor_kwargs,
+            "torch_threads": pool.torch_threads,
+            "batch_size": pool.batch_size,
+        },
         compute=ray.data.ActorPoolStrategy(
             size=pool.actors, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR
         ),
-        batch_size=pool.batch_size,
+        batch_size=pool.part_rows,
         batch_format="numpy",
         num_gpus=pool.gpus_per_actor,
         num_cpus=pool.cpus_per_actor,
@@ -125,14 +177,15 @@ def run_actor_stage(
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
 
+def chunks(n: int, size: int) -> list[range]:
+    """Index ranges of ``size`` (the last one shorter) covering ``range(n)``."""
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 def part_name(prefix: str, keys) -> str:
     """A deterministic part name for a unit of work: a retried batch replaces its part."""
     digest = hashlib.sha256("\n".join(sorted(map(str, keys))).encode()).hexdigest()[:20]
     return f"{prefix}-{digest}"
-
-
-def short_hash(*parts) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:10]
 
 
 def read_bytes(path: str) -> bytes:

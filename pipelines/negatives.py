@@ -23,7 +23,15 @@ import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import write_part
-from pipelines.model_stage import load_rgb, part_name, plan_actor_pool, run_actor_stage, short_hash
+from pipelines.model_stage import (
+    PoolOptions,
+    chunks,
+    load_rgb,
+    part_name,
+    plan_actor_pool,
+    pool_options,
+    run_actor_stage,
+)
 from schemas.errors import ConfigError, InputImageError, MissingWeightsError
 from schemas.runs import derive_seed, new_run_id, utc_now
 from supir.prompts import NEGATIVE_PROMPTS
@@ -31,7 +39,9 @@ from supir.prompts import NEGATIVE_PROMPTS
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 NEGATIVES_DIR = "negatives"
 CPU_THREADS = 1
-SLOTS = pa.schema([("image_id", pa.string()), ("path", pa.string()), ("source", pa.string()), ("seed", pa.int64())])
+SLOTS = pa.schema(
+    [("image_id", pa.string()), ("path", pa.string()), ("source", pa.string()), ("seed", pa.int64())]
+)
 
 
 @dataclass(frozen=True)
@@ -149,16 +159,18 @@ def decode_for_sdedit(batch: dict, min_side: int) -> dict:
 
 
 class NegativeActor:
-    """One SDXL img2img pipeline per actor; writes PNGs and one `negatives` part per batch."""
+    """One SDXL img2img pipeline per actor; writes PNGs and one `negatives` part per actor call."""
 
-    def __init__(self, config: dict, root: str, run_id: str, model_id: str, torch_threads: int):
+    def __init__(
+        self, config: dict, root: str, run_id: str, model_id: str, torch_threads: int, batch_size: int
+    ):
         import torch
 
         torch.set_num_threads(torch_threads)
         torch.backends.cudnn.benchmark = False  # autotuned kernels may differ run to run
         torch.backends.cudnn.deterministic = True
         self.cfg = NegativeConfig(**config)
-        self.root, self.run_id, self.model_id = root, run_id, model_id
+        self.root, self.run_id, self.model_id, self.batch_size = root, run_id, model_id, batch_size
         self.pipe = load_sdedit_pipeline(self.cfg, "cuda" if torch.cuda.is_available() else "cpu")
         self.multiple = size_multiple(self.pipe)
 
@@ -166,8 +178,14 @@ class NegativeActor:
         from PIL import Image
 
         ok = [i for i, err in enumerate(batch["error"]) if not err]
-        sources = [fit_source(Image.fromarray(batch["image"][i]), self.cfg.resolution, self.multiple) for i in ok]
-        outputs = sdedit(self.pipe, sources, [int(batch["seed"][i]) for i in ok], self.cfg)
+        outputs = []
+        for rows in chunks(len(ok), self.batch_size):
+            idx = [ok[j] for j in rows]
+            sources = [
+                fit_source(Image.fromarray(batch["image"][i]), self.cfg.resolution, self.multiple)
+                for i in idx
+            ]
+            outputs += sdedit(self.pipe, sources, [int(batch["seed"][i]) for i in idx], self.cfg)
         rows, now = [], utc_now()
         for i, img in zip(ok, outputs):
             negative_id, path = save_negative(self.root, png_bytes(img))
@@ -190,8 +208,7 @@ class NegativeActor:
             )
         if rows:
             keys = [f"{r['image_id']}:{r['seed']}" for r in rows]
-            prefix = f"neg-{short_hash(self.model_id, self.cfg.prompt, self.cfg.strength, self.cfg.steps)}"
-            write_part(self.root, "negatives", rows, name=part_name(prefix, keys))
+            write_part(self.root, "negatives", rows, name=part_name(f"neg-{self.run_id}", keys))
         return {"image_id": [str(x) for x in batch["image_id"]], "error": [str(e) for e in batch["error"]]}
 
 
@@ -233,8 +250,7 @@ def resolve_prompt(prompt: str) -> str:
     return NEGATIVE_PROMPTS.get(prompt, prompt)
 
 
-def run_negatives(settings, cfg: NegativeConfig, count: int, batch_size=1, actors=None, gpus_per_actor=None,
-                  echo=click.echo) -> dict:
+def run_negatives(settings, cfg: NegativeConfig, count: int, opts: PoolOptions, echo=click.echo) -> dict:
     from pipelines.caption import model_key
     from pipelines.runtime import init_ray, progress
 
@@ -252,15 +268,26 @@ def run_negatives(settings, cfg: NegativeConfig, count: int, batch_size=1, actor
     init_ray(settings)
     # One thread per CPU actor: CPU float results depend on the thread count, and a negative's bytes
     # must depend on its seed only, not on the machine's core count.
-    pool = plan_actor_pool(batch_size, actors, gpus_per_actor, cpu_threads=CPU_THREADS)
+    pool = plan_actor_pool(opts, cpu_threads=CPU_THREADS)
     run_id = new_run_id("negatives")
     catalog.record_run(run_id, "negatives", {**asdict(cfg), "count": count, "pool": asdict(pool)})
     echo(f"making {len(slots)} negatives with {pool.actors} actor(s), run {run_id}")
-    actor_kwargs = {"config": asdict(cfg), "root": str(catalog.root), "run_id": run_id, "model_id": model_key(cfg.model)}
+    actor_kwargs = {
+        "config": asdict(cfg),
+        "root": str(catalog.root),
+        "run_id": run_id,
+        "model_id": model_key(cfg.model),
+    }
     with progress("negatives") as bar:
         task = bar.add_task("negatives", total=len(slots))
-        for summary in run_actor_stage(slots.drop(["source"]), NegativeActor, actor_kwargs, pool,
-                                       prepare=decode_for_sdedit, prepare_kwargs={"min_side": cfg.resolution}):
+        for summary in run_actor_stage(
+            slots.drop(["source"]),
+            NegativeActor,
+            actor_kwargs,
+            pool,
+            prepare=decode_for_sdedit,
+            prepare_kwargs={"min_side": cfg.resolution},
+        ):
             errors = [e for e in summary["error"] if e]
             counts["unreadable"] += len(errors)
             counts["made"] += len(summary["error"]) - len(errors)
@@ -273,25 +300,62 @@ def run_negatives(settings, cfg: NegativeConfig, count: int, batch_size=1, actor
 
 
 @click.command("negatives")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="SDXL hub id or local diffusers folder.")
+@click.option(
+    "--model", default=DEFAULT_MODEL, show_default=True, help="SDXL hub id or local diffusers folder."
+)
 @click.option("--count", type=int, default=100_000, show_default=True, help="Target size of the whole table.")
-@click.option("--strength", type=float, default=0.5, show_default=True, help="SDEdit strength (fraction of steps run).")
+@click.option(
+    "--strength", type=float, default=0.5, show_default=True, help="SDEdit strength (fraction of steps run)."
+)
 @click.option("--steps", type=int, default=50, show_default=True)
 @click.option("--guidance", type=float, default=7.5, show_default=True)
-@click.option("--prompt", default="paper", show_default=True,
-              help=f"Preset ({' | '.join(NEGATIVE_PROMPTS)}) or the prompt text itself.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Global seed: plan and per-sample seeds.")
-@click.option("--resolution", type=int, default=1024, show_default=True, help="Short side of the SDEdit input.")
-@click.option("--batch-size", type=int, default=1, show_default=True, help="Images per pipeline call.")
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--actors", type=int, default=None, help="Pipeline replicas (default: one per GPU, else 1).")
-@click.option("--gpus-per-actor", type=float, default=None, help="Default 1 when the cluster has GPUs, else 0.")
+@click.option(
+    "--prompt",
+    default="paper",
+    show_default=True,
+    help=f"Preset ({' | '.join(NEGATIVE_PROMPTS)}) or the prompt text itself.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Global seed: plan and per-sample seeds."
+)
+@click.option(
+    "--resolution", type=int, default=1024, show_default=True, help="Short side of the SDEdit input."
+)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True
+)
+@pool_options(batch_size=1, part_rows=16)
 @click.pass_obj
-def negatives_command(settings, model, count, strength, steps, guidance, prompt, seed, resolution, batch_size, dtype,
-                      actors, gpus_per_actor):
+def negatives_command(
+    settings,
+    model,
+    count,
+    strength,
+    steps,
+    guidance,
+    prompt,
+    seed,
+    resolution,
+    dtype,
+    batch_size,
+    part_rows,
+    actors,
+    gpus_per_actor,
+):
     """Make negative-quality samples (SDXL img2img) until the table holds --count. Resumable."""
     if count < 0 or resolution < 8:
         raise ConfigError("--count must be >= 0 and --resolution >= 8")
-    cfg = NegativeConfig(model=model, prompt=resolve_prompt(prompt), strength=strength, steps=steps,
-                         guidance=guidance, seed=seed, resolution=resolution, dtype=dtype)
-    run_negatives(settings, cfg, count, batch_size, actors, gpus_per_actor)
+    cfg = NegativeConfig(
+        model=model,
+        prompt=resolve_prompt(prompt),
+        strength=strength,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        resolution=resolution,
+        dtype=dtype,
+    )
+    opts = PoolOptions(
+        batch_size=batch_size, part_rows=part_rows, actors=actors, gpus_per_actor=gpus_per_actor
+    )
+    run_negatives(settings, cfg, count, opts)

@@ -1,0 +1,221 @@
+"""`supir-data caption`: end to end through the CLI and Ray with the tiny LLaVA, plus its pure parts."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import skimage.data
+from PIL import Image
+
+from catalogs.catalog import Catalog
+from catalogs.lake import list_parts, write_part
+from pipelines.caption import (
+    CaptionConfig,
+    caption_images,
+    degenerate_flag,
+    load_captioner,
+    processor_min_side,
+    repeated_tail,
+)
+from pipelines.model_stage import load_rgb
+from schemas.errors import ConfigError, MissingWeightsError
+from schemas.runs import utc_now
+from supir.prompts import CAPTION_PROMPT
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry")
+
+
+def make_catalog(root: Path, n: int, sources=("flickr", "ffhq")) -> list[dict]:
+    """A catalog of ``n`` accepted JPEGs (real photos, resized) registered as `scans` rows."""
+    src = root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        photo = Image.fromarray(getattr(skimage.data, PHOTOS[i % len(PHOTOS)])())
+        img = photo.resize((80 + 8 * i, 72))  # sizes differ: exercises padding and size grouping
+        path = src / f"img{i:02d}.jpg"
+        img.save(path, quality=95)
+        data = path.read_bytes()
+        rows.append(
+            {
+                "path": str(path),
+                "source": sources[i % len(sources)],
+                "image_id": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "format": "JPEG",
+                "mode": "RGB",
+                "width": img.width,
+                "height": img.height,
+                "run_id": "test-ingest",
+                "ingested_at": utc_now(),
+            }
+        )
+    write_part(root, "scans", rows, name="test-scans")
+    Catalog(root).refresh()
+    return rows
+
+
+def run_and_kill(root: Path, args: list[str], table: str) -> int:
+    """Start `python -m pipelines ARGS`, SIGKILL it and every process it started once the first
+    `table` part exists; returns how many parts it wrote."""
+    import psutil
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "--root", str(root), "--num-cpus", "2", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started: list = []
+    try:
+        deadline = time.monotonic() + 150
+        while not list_parts(root, table) and proc.poll() is None and time.monotonic() < deadline:
+            started = psutil.Process(proc.pid).children(recursive=True) or started
+            time.sleep(0.02)
+        started = psutil.Process(proc.pid).children(recursive=True) + started
+    finally:
+        proc.kill()  # the driver first, then its Ray (GCS, raylet, the actor): a crash of the whole run
+        for child in {p.pid: p for p in started}.values():
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait()
+        psutil.wait_procs(started, timeout=30)
+    return len(list_parts(root, table))
+
+
+def captions(root) -> list[dict]:
+    return Catalog(root).query("SELECT * FROM captions ORDER BY image_id, created_at").to_pylist()
+
+
+def test_caption_cli_creates_rows_once(tmp_path, ray_cluster, run_cli, tiny_models):
+    rows = make_catalog(tmp_path, 5)
+    moved = Path(rows[0]["path"]).rename(tmp_path / "moved.jpg")  # accepted, then lost: flagged
+    model = tiny_models["llava"]
+    args = ("caption", "--model", model, "--batch-size", 2, "--part-rows", 3, "--max-new-tokens", 8)
+    run_cli(tmp_path, *args)
+    got = {r["image_id"]: r for r in captions(tmp_path)}
+    assert sorted(got) == sorted(r["image_id"] for r in rows)
+    assert got[rows[0]["image_id"]]["flag"] == "unreadable"
+    good = [got[r["image_id"]] for r in rows[1:]]
+    for r in good:
+        assert r["model"] == str(Path(model).resolve())
+        assert r["prompt"] == CAPTION_PROMPT
+        assert r["flag"] is None and r["caption"]
+        assert 1 <= r["n_tokens"] <= 8
+    assert len({r["caption"] for r in good}) > 1  # the tiny model's captions depend on the image
+    assert Catalog(tmp_path).scalar("SELECT count(*) FROM latest_captions") == 4
+    n_parts = len(list_parts(tmp_path, "captions"))
+
+    result = run_cli(tmp_path, *args)  # idempotent: flagged images are not retried by default
+    assert "nothing to caption" in result.output
+    assert len(captions(tmp_path)) == 5 and len(list_parts(tmp_path, "captions")) == n_parts
+
+    moved.rename(rows[0]["path"])  # the file is back: --retry-flagged redoes only that image
+    run_cli(tmp_path, *args, "--retry-flagged")
+    assert len(captions(tmp_path)) == 6
+    latest = Catalog(tmp_path).query("SELECT image_id FROM latest_captions").column("image_id").to_pylist()
+    assert sorted(latest) == sorted(r["image_id"] for r in rows)
+
+
+def test_batched_equals_unbatched(tmp_path, tiny_models):
+    rows = make_catalog(tmp_path, 4)
+    cfg = CaptionConfig(model=str(tiny_models["llava"]), max_new_tokens=12)
+    model, processor = load_captioner(cfg)
+    assert processor_min_side(processor) == 32
+    images = [load_rgb(r["path"], processor_min_side(processor)) for r in rows]
+    batched = caption_images(model, processor, images, cfg)
+    one_by_one = [caption_images(model, processor, [img], cfg)[0] for img in images]
+    assert batched == one_by_one
+    assert len({g.caption for g in batched}) > 1
+
+
+def test_degenerate_generations_are_flagged():
+    assert degenerate_flag("  ", [], hit_limit=False) == "empty"
+    loop = [5, 6, 7] * 10
+    assert repeated_tail(loop) == 30
+    assert degenerate_flag("of a tree " * 10, loop, hit_limit=True) == "repetitive"
+    varied = list(range(40)) + [9, 9, 9]  # "very very very" at the end of a real sentence
+    assert degenerate_flag("a photo", varied, hit_limit=False) is None
+    # A loop that ran into the token limit is flagged even when the caption before it was long.
+    long = list(range(100)) + [1, 2] * 8
+    assert degenerate_flag("x", long, hit_limit=True) == "repetitive"
+    assert degenerate_flag("x", long, hit_limit=False) is None
+
+
+def test_decode_at_processor_resolution(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(skimage.data.astronaut()).resize((1024, 768)).save(path, quality=90)
+    img = load_rgb(str(path), 336)
+    assert img.mode == "RGB" and min(img.size) == 336 and img.size == (448, 336)
+    assert load_rgb(str(path)).size == (1024, 768)
+    assert load_rgb(str(path), 4096).size == (1024, 768)  # never upscales
+
+
+def test_import_captions_from_file(tmp_path, ray_cluster, run_cli):
+    rows = make_catalog(tmp_path, 3)
+    jsonl = tmp_path / "mine.jsonl"
+    lines = [
+        {"path": rows[0]["path"], "caption": "a woman in a space suit"},
+        {"path": "/nowhere.jpg", "caption": "lost"},
+    ]
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = run_cli(tmp_path, "caption", "--from-file", jsonl)
+    assert "1 rows matched no image" in result.output
+    run_cli(tmp_path, "caption", "--from-file", jsonl)  # re-import replaces, never duplicates
+    parquet = tmp_path / "mine.parquet"
+    pq.write_table(
+        pa.table({"image_id": [rows[1]["image_id"]], "caption": ["a cup"], "model": ["human"]}), parquet
+    )
+    run_cli(tmp_path, "caption", "--from-file", parquet)
+    got = (
+        Catalog(tmp_path)
+        .query("SELECT image_id, caption, model FROM latest_captions ORDER BY caption")
+        .to_pylist()
+    )
+    assert got == [
+        {"image_id": rows[1]["image_id"], "caption": "a cup", "model": "human"},
+        {"image_id": rows[0]["image_id"], "caption": "a woman in a space suit", "model": "imported"},
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"file": "x", "text": "y"}) + "\n")
+    result = run_cli(tmp_path, "caption", "--from-file", bad, expect_exit=1)  # in-process: the error object
+    assert isinstance(result.exception, ConfigError) and "needs a `caption` column" in str(result.exception)
+
+
+def test_missing_model_is_a_clear_error(tmp_path, ray_cluster, run_cli):
+    make_catalog(tmp_path, 1)
+    result = run_cli(tmp_path, "caption", "--model", tmp_path / "no-such-model", expect_exit=1)
+    assert isinstance(result.exception, MissingWeightsError) and "no-such-model" in str(result.exception)
+
+
+def test_caption_resumes_after_kill(tmp_path, ray_cluster, run_cli, tiny_models):
+    """SIGKILL a real `python -m pipelines caption` mid-run; the re-run completes without duplicates."""
+    rows = make_catalog(tmp_path, 12)
+    args = [
+        "caption",
+        "--model",
+        str(tiny_models["llava"]),
+        "--batch-size",
+        "1",
+        "--part-rows",
+        "2",
+        "--max-new-tokens",
+        "48",
+    ]
+    written = run_and_kill(tmp_path, args, "captions")
+    assert 1 <= written < 6, "the kill should land mid-run"
+
+    run_cli(tmp_path, *args)
+    got = captions(tmp_path)
+    assert sorted(r["image_id"] for r in got) == sorted(r["image_id"] for r in rows)
+    assert all(r["flag"] is None for r in got)
