@@ -10,8 +10,8 @@ SCHEMA_VERSION = 1
 
 # Cheap quality signals measured by `ingest` on a reduced-size decode (see pipelines/quality.py).
 QUALITY_SIGNALS = (
-    "sharpness",  # variance of the Laplacian on luma, normalised to the analysis scale
-    "noise_sigma",  # estimated Gaussian noise sigma on 0..255 luma
+    "sharpness",  # Laplacian RMS at the analysis scale / at half of it (scale-invariant detail ratio)
+    "noise_sigma",  # estimated Gaussian noise sigma on 0..255 luma, at full resolution
     "jpeg_quality",  # IJG quality estimated from the quantisation tables (NULL when not JPEG)
     "blockiness",  # 8x8 grid gradient ratio (1 = no blocking)
     "colorfulness",  # Hasler & Suesstrunk colourfulness
