@@ -44,6 +44,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality.yaml"
 JUDGE_ORDER = ("jpeg_quality", "blockiness", "noise_sigma", "sharpness", "edge_density", "clipping", "colorfulness")
 assert sorted(JUDGE_ORDER) == sorted(QUALITY_SIGNALS)
 
+_MIN_DETAIL_SIDE = 16  # below this the detail signals (sharpness, noise, edges, blocks) are NULL
 EDGE_THRESHOLD = 24.0  # Sobel magnitude (0..255 luma, 3x3 kernel /8 normalised ×8) counted as an edge
 _MAD_TO_SIGMA = 1.0 / (0.6745 * 6.0)  # Immerkær's kernel has L2 norm 6; median|N(0,1)| = 0.6745
 _SECOND_DIFF = np.array([1, -2, 1], dtype=np.float32)  # Immerkær's kernel is its outer product
@@ -141,6 +142,11 @@ def cheap_signals(rgb: np.ndarray, scale: int, qtables: dict | None) -> dict[str
     """The seven cheap quality signals of one analysis image (HxWx3 uint8 RGB, reduced by ``scale``)."""
     luma8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     h, w = luma8.shape
+    colour = _colour_and_clipping(rgb, luma8)
+    jpeg_quality = estimate_jpeg_quality(qtables) if qtables else None
+    if min(h, w) < _MIN_DETAIL_SIDE:  # (ingest's --min-side allows it) too few pixels for detail measures
+        return {"sharpness": None, "noise_sigma": None, "jpeg_quality": jpeg_quality, "blockiness": None,
+                "edge_density": None, **colour}
 
     # sharpness: Laplacian RMS at the analysis scale over Laplacian RMS at half of it.
     half = cv2.resize(luma8.astype(np.float32), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
@@ -167,23 +173,25 @@ def cheap_signals(rgb: np.ndarray, scale: int, qtables: dict | None) -> dict[str
         dy = cv2.reduce(cv2.absdiff(luma8[1:, :], luma8[:-1, :]), 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
         blockiness = 0.5 * (_phase_ratio(dx.ravel(), period) + _phase_ratio(dy.ravel(), period))
 
+    return {
+        "sharpness": sharpness,
+        "noise_sigma": float(noise_sigma),
+        "jpeg_quality": jpeg_quality,
+        "blockiness": blockiness,
+        "edge_density": edge_density,
+        **colour,
+    }
+
+
+def _colour_and_clipping(rgb: np.ndarray, luma8: np.ndarray) -> dict[str, float]:
+    h, w = luma8.shape
     # colourfulness (Hasler & Süsstrunk 2003) on every 4th pixel: image statistics, not detail.
     sample = cv2.resize(rgb, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_NEAREST)
     opponent = cv2.transform(sample.astype(np.float32), _OPPONENT)
     mean, std = (v.ravel() for v in cv2.meanStdDev(opponent))
     colorfulness = math.hypot(std[0], std[1]) + 0.3 * math.hypot(mean[0], mean[1])
-
     clipping = cv2.countNonZero(cv2.LUT(luma8, _CLIPPED)) / luma8.size
-
-    return {
-        "sharpness": sharpness,
-        "noise_sigma": float(noise_sigma),
-        "jpeg_quality": estimate_jpeg_quality(qtables) if qtables else None,
-        "blockiness": blockiness,
-        "colorfulness": float(colorfulness),
-        "clipping": clipping,
-        "edge_density": edge_density,
-    }
+    return {"colorfulness": float(colorfulness), "clipping": float(clipping)}
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,18 @@ def test_signals_have_every_column_and_none_where_unmeasurable(photo):
     assert abs(cheap_signals(decoded.rgb, decoded.scale, decoded.qtables)["jpeg_quality"] - 80) <= 2
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (15, 40), (16, 16)])
+def test_tiny_images_do_not_break_the_signals(shape):
+    rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    s = cheap_signals(rgb, 1, None)
+    assert set(s) == set(QUALITY_SIGNALS) and 0 <= s["clipping"] <= 1 and s["colorfulness"] > 0
+    detail = ("sharpness", "noise_sigma", "edge_density")
+    if min(shape) < 16:
+        assert all(s[k] is None for k in detail)  # too few pixels: not measured, hence not judged
+    else:
+        assert all(isinstance(s[k], float) for k in detail)
+
+
 @pytest.mark.parametrize("sigma", [5.0, 15.0])
 def test_noise_sigma_of_synthetic_noise_and_its_scale_normalisation(sigma):
     rng = np.random.default_rng(0)
