@@ -17,13 +17,14 @@ What each signal measures, and how it is made comparable across analysis scales:
   his mean so edges and texture cannot dominate; multiplied by ``scale`` because reducing an image by
   ``scale`` averages ``scale²`` pixels and divides white noise σ by ``scale``.
 - ``jpeg_quality``: IJG quality 1..100 recovered from the quantisation tables (None when not JPEG).
-- ``blockiness``: gradient energy on the 8×8 JPEG block grid over the energy off the grid (1 = no
-  blocking). The grid period on the analysis image is ``8 / scale``; the best phase is used so EXIF
+- ``blockiness``: mean absolute luma step on the 8×8 JPEG block grid over the mean off the grid (1 =
+  no blocking). The grid period on the analysis image is ``8 / scale``; the best phase is used so EXIF
   rotation or cropping does not hide it. None when ``scale`` is 8 (a block is one pixel then).
 - ``colorfulness``: Hasler & Süsstrunk (2003) M on 0..255 RGB (0 = grey).
 - ``clipping``: fraction of luma pixels ≤ 2 or ≥ 253 (blown highlights, crushed shadows).
-- ``edge_density``: fraction of pixels whose Sobel gradient magnitude exceeds ``EDGE_THRESHOLD``
-  (texture richness / content clarity).
+- ``edge_density``: fraction of pixels of the luma reduced 2× whose Sobel gradient magnitude exceeds
+  ``EDGE_THRESHOLD`` (texture richness / content clarity).
+Images under 16 px get NULL detail signals (nothing to judge), only colour and clipping.
 """
 
 import math
@@ -45,7 +46,7 @@ JUDGE_ORDER = ("jpeg_quality", "blockiness", "noise_sigma", "sharpness", "edge_d
 assert sorted(JUDGE_ORDER) == sorted(QUALITY_SIGNALS)
 
 _MIN_DETAIL_SIDE = 16  # below this the detail signals (sharpness, noise, edges, blocks) are NULL
-EDGE_THRESHOLD = 24.0  # Sobel magnitude (0..255 luma, 3x3 kernel /8 normalised ×8) counted as an edge
+EDGE_THRESHOLD = 24.0  # Sobel magnitude (scaled so a luma step of height A gives A) counted as an edge
 _MAD_TO_SIGMA = 1.0 / (0.6745 * 6.0)  # Immerkær's kernel has L2 norm 6; median|N(0,1)| = 0.6745
 _SECOND_DIFF = np.array([1, -2, 1], dtype=np.float32)  # Immerkær's kernel is its outer product
 _CLIPPED = np.array([1] * 3 + [0] * 250 + [1] * 3, dtype=np.uint8)  # luma <= 2 or >= 253
@@ -86,8 +87,8 @@ _CHROMA_BY_Q = _ijg_scaled(_IJG_CHROMA, _QUALITIES)
 def estimate_jpeg_quality(qtables: dict) -> float:
     """IJG quality (1..100) whose scaled tables best match ``qtables`` (table id -> 64 values).
 
-    Inverts libjpeg's scaling like ImageMagick's estimator, but by a least-squares fit in log space
-    over every quality, so non-IJG tables (cameras, Photoshop) still get the nearest IJG equivalent.
+    Inverts libjpeg's scaling like ImageMagick's estimator, but by the least absolute deviation in log
+    space over every quality, so non-IJG tables (cameras, Photoshop) still get the nearest IJG equivalent.
     Accepts natural or zigzag order (whichever fits better).
     """
     if not qtables:
