@@ -8,9 +8,7 @@ A shard whose plan digest, file and size match the catalog is skipped (resume at
 """
 
 import hashlib
-import io
 import json
-import math
 import os
 import re
 import uuid
@@ -19,8 +17,6 @@ from pathlib import Path
 
 import click
 import cv2
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from webdataset import TarWriter
 
 from catalogs.catalog import Catalog
@@ -28,7 +24,6 @@ from catalogs.lake import list_parts, write_part
 from pipelines.runtime import Settings, cluster_cpus, init_ray, progress
 from pipelines.shard_plan import (
     GT_FORMATS,
-    PASSTHROUGH_FORMATS,
     SamplePlan,
     ShardConfig,
     ShardPlan,
@@ -38,21 +33,14 @@ from pipelines.shard_plan import (
     parse_weights,
     select_samples,
 )
+from pipelines.shard_sample import SampleSkipped, make_sample
 from schemas.errors import ConfigError
 from schemas.runs import new_run_id, utc_now
-from schemas.sample import LQ_MEMBER, META_MEMBER, SAMPLE_SPEC_VERSION, SPLITS, TEXT_MEMBER, manifest_name
+from schemas.sample import SAMPLE_SPEC_VERSION, SPLITS, manifest_name
 from schemas.tables import QUALITY_SIGNALS
 
 TAR_MTIME = 0  # fixed header fields: webdataset's TarWriter would stamp "now" (not reproducible)
 TAR_OWNER = "supir"
-PNG_COMPRESSION = 3  # zlib level: 1-3 are several times faster than the default 6 for ~5 % more bytes
-Image.MAX_IMAGE_PIXELS = None  # ingest already refused decompression bombs
-
-
-class SampleSkipped(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 class _HashingFile:
@@ -93,110 +81,6 @@ class _HashingFile:
         for future in self._pending:
             future.result()
         self._pool.shutdown()
-
-
-# -- one sample ------------------------------------------------------------------------------------
-
-
-def _encode(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
-    params = {
-        "png": [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION],
-        "jpg": [cv2.IMWRITE_JPEG_QUALITY, quality],
-        "webp": [cv2.IMWRITE_WEBP_QUALITY, quality],
-    }[fmt]
-    ok, buf = cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
-    return buf.tobytes()
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: keep the high byte, not a clip
-        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
-        return np.ascontiguousarray(np.stack([grey] * 3, axis=-1))
-    return np.asarray(img.convert("RGB"))
-
-
-def crop_box(cfg: ShardConfig, sample: SamplePlan, width: int, height: int) -> list[int]:
-    """[left, top, right, bottom] of the square GT box in the oriented original."""
-    if cfg.gt_size == 0:
-        return [0, 0, width, height]
-    side = min(width, height) if cfg.resize else cfg.gt_size
-    if cfg.crop == "center":
-        left, top = (width - side) // 2, (height - side) // 2
-    else:
-        rng = np.random.default_rng(sample.crop_seed)
-        left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-    return [left, top, left + side, top + side]
-
-
-def make_gt(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> tuple[str, bytes, np.ndarray | None, list, list]:
-    """(member, bytes, rgb or None, crop box, original size); original bytes pass through when they can."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        orientation = int(img.getexif().get(0x0112, 1) or 1)
-        width, height = img.size if orientation < 5 else img.size[::-1]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SampleSkipped("corrupt", f"{sample.path}: {exc}") from None
-    box = crop_box(cfg, sample, width, height)
-    if min(width, height) < (cfg.gt_size if cfg.gt_size else 1):
-        raise SampleSkipped("too_small", f"{sample.path} is {width}x{height} (the catalog said otherwise)")
-    whole = box == [0, 0, width, height] and (cfg.gt_size == 0 or width == height == cfg.gt_size)
-    member = PASSTHROUGH_FORMATS.get(img.format or "")
-    if whole and member and img.mode == "RGB" and orientation == 1 and getattr(img, "n_frames", 1) == 1:
-        rgb = None
-        if cfg.lq == "precomputed":  # decode the way the reader does (OpenCV), so LQ matches GT pixels
-            rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if rgb is None:
-                raise SampleSkipped("corrupt", f"{sample.path}: OpenCV cannot decode it")
-            rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
-        return member, data, rgb, box, [width, height]
-    try:
-        rgb = _to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SampleSkipped("corrupt", f"{sample.path}: {exc}") from None
-    rgb = rgb[box[1] : box[3], box[0] : box[2]]
-    side = cfg.gt_size
-    if side and rgb.shape[:2] != (side, side):
-        rgb = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)  # area: alias-free downscale
-    rgb = np.ascontiguousarray(rgb)
-    return GT_FORMATS[cfg.gt_format], _encode(rgb, cfg.gt_format, cfg.gt_quality), rgb, box, [width, height]
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return round(value, 6) if isinstance(value, float) else value
-
-
-def make_sample(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> dict:
-    """The webdataset sample dict (member → bytes) of one planned sample."""
-    gt_member, gt_bytes, rgb, box, original = make_gt(cfg, sample, data)
-    recipe = None
-    members = {"__key__": sample.key, gt_member: gt_bytes}
-    if cfg.lq == "precomputed":
-        from supir.degradation import apply, preset, rng_for, sample_recipe
-
-        degradation = sample_recipe(preset(cfg.preset), rng_for(cfg.seed, sample.key))
-        members[LQ_MEMBER] = _encode(apply(degradation, rgb), "png", 0)
-        recipe = degradation.to_dict()
-    meta = {
-        "image_id": sample.image_id,
-        "negative_id": sample.negative_id,
-        "source": sample.source,
-        "is_negative": sample.is_negative,
-        "quality": None if sample.quality is None else {k: _clean(sample.quality.get(k)) for k in QUALITY_SIGNALS},
-        "caption_model": sample.caption_model,
-        "degradation": recipe,
-        "seed": cfg.seed,  # recipe = sample_recipe(preset(p), rng_for(seed, __key__))
-        "crop_box": box,
-        "original_size": original,
-        "spec_version": SAMPLE_SPEC_VERSION,
-    }
-    members[TEXT_MEMBER] = sample.caption.encode("utf-8")
-    members[META_MEMBER] = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=_clean).encode()
-    return members
 
 
 # -- one shard (the per-unit pure function) ---------------------------------------------------------

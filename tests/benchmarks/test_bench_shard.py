@@ -128,6 +128,7 @@ def test_bench_shard(tmp_path):
 
     result = {
         "machine": f"{os.cpu_count()} CPUs, one process (cv2 threads 1); best of 3 (write) / 2 (read)",
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),  # a shared machine: other jobs skew timings
         "images": N_IMAGES,
         "write_passthrough_no_degradation": {
             "MB": round(nbytes / 1e6, 1), "shard_MBps": round(write_mbps, 1), "plain_copy_MBps": round(copy_mbps, 1),

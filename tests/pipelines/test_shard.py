@@ -250,3 +250,38 @@ def test_end_to_end_from_a_folder_of_photos(tmp_path, run_cli, ray_cluster):
     batch = next(iter(make_loader(ReaderConfig(shards=str(root / "shards" / "supir.manifest.json"), batch_size=4, crop_size=96))))
     assert batch["gt"].shape == batch["lq"].shape == (4, 3, 96, 96) and batch["is_negative"].sum() == 0
     assert all(t == "" or t.startswith("Cinematic") for t in batch["txt"])
+
+
+def _sample_plan(width: int, height: int, key: str = "k" * 64, seed: int = 0) -> "SamplePlan":
+    from pipelines.shard_plan import SamplePlan
+
+    return SamplePlan(key=key, image_id=key, negative_id=None, path="mem", source="s", is_negative=False,
+                      caption="c", caption_model=None, quality=None, width=width, height=height, format=None,
+                      mode=None, bytes=0, crop_seed=seed)  # fmt: skip
+
+
+def _jpeg(array: np.ndarray, orientation: int = 1) -> bytes:
+    img, buf = Image.fromarray(array), io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_gt_box_resize_native_crop_exif_and_passthrough():
+    from pipelines.shard_sample import make_gt
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    data = _jpeg(array)
+    member, blob, rgb, box, size = make_gt(ShardConfig(gt_size=96), _sample_plan(200, 120), data)
+    assert (member, box, size, rgb.shape) == ("gt.png", [40, 0, 160, 120], [200, 120], (96, 96, 3))
+    _, _, _, box, _ = make_gt(ShardConfig(gt_size=96, resize=False), _sample_plan(200, 120), data)
+    assert box == [52, 12, 148, 108]  # native-resolution 96² centre crop
+    boxes = {tuple(make_gt(ShardConfig(gt_size=96, crop="random"), _sample_plan(200, 120, seed=s), data)[3]) for s in range(6)}
+    assert len(boxes) > 1 and all(b[2] - b[0] == 120 and b[1] == 0 for b in boxes)
+    # EXIF orientation 6 (rotate 90°): the oriented image is 120 wide, 200 high; never passed through
+    member, blob, _, box, size = make_gt(ShardConfig(gt_size=0), _sample_plan(120, 200), _jpeg(array, 6))
+    assert (member, size, box) == ("gt.png", [120, 200], [0, 0, 120, 200]) and blob != _jpeg(array, 6)
+    member, blob, rgb, _, _ = make_gt(ShardConfig(gt_size=0, lq="none"), _sample_plan(200, 120), data)
+    assert (member, blob, rgb) == ("gt.jpg", data, None)  # whole image wanted: original bytes
