@@ -14,7 +14,8 @@ from PIL import Image
 
 from catalogs.catalog import Catalog
 from pipelines.shard import plan_from_catalog, write_shard
-from pipelines.shard_plan import ShardConfig, pack_shards, parse_size, select_samples
+from pipelines.shard_plan import SamplePlan, ShardConfig, pack_shards, parse_size, select_samples
+from pipelines.shard_sample import make_gt
 from schemas.errors import ConfigError
 from schemas.sample import META_FIELDS, is_valid_key, split_of
 from supir.degradation import preset, rng_for, sample_recipe
@@ -252,9 +253,7 @@ def test_end_to_end_from_a_folder_of_photos(tmp_path, run_cli, ray_cluster):
     assert all(t == "" or t.startswith("Cinematic") for t in batch["txt"])
 
 
-def _sample_plan(width: int, height: int, key: str = "k" * 64, seed: int = 0) -> "SamplePlan":
-    from pipelines.shard_plan import SamplePlan
-
+def _sample_plan(width: int, height: int, key: str = "k" * 64, seed: int = 0) -> SamplePlan:
     return SamplePlan(key=key, image_id=key, negative_id=None, path="mem", source="s", is_negative=False,
                       caption="c", caption_model=None, quality=None, width=width, height=height, format=None,
                       mode=None, bytes=0, crop_seed=seed)  # fmt: skip
@@ -269,8 +268,6 @@ def _jpeg(array: np.ndarray, orientation: int = 1) -> bytes:
 
 
 def test_gt_box_resize_native_crop_exif_and_passthrough():
-    from pipelines.shard_sample import make_gt
-
     rng = np.random.default_rng(0)
     array = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
     data = _jpeg(array)
