@@ -64,6 +64,9 @@ def test_shards_hold_every_accepted_image_and_negative_with_spec_members(sharded
     assert set(positives) == {s["image_id"] for s in scans}
     assert len(samples) - len(positives) == 3  # every negative once (no --negatives-fraction)
     by_id = {s["image_id"]: s for s in scans}
+    rows = Catalog(root).query("SELECT image_id, caption FROM latest_captions").to_pylist()
+    captions = {r["image_id"]: r["caption"] for r in rows}
+    assert 0 < len(captions) < len(scans)
     val_keys = set()
     for entry in manifest["splits"]["val"]["shards"]:
         with tarfile.open(root / "shards" / entry["path"]) as tar:
@@ -83,6 +86,8 @@ def test_shards_hold_every_accepted_image_and_negative_with_spec_members(sharded
             continue
         scan = by_id[key]
         assert meta["source"] == scan["source"] and meta["original_size"] == [scan["width"], scan["height"]]
+        assert sample["txt"].decode() == captions.get(key, "")  # the latest caption; "" when none yet
+        assert meta["caption_model"] == ("tiny-llava" if key in captions else None)
         if (scan["width"], scan["height"]) == (96, 96):  # nothing to crop: original bytes pass through
             assert sample[gt_member] == Path(scan["path"]).read_bytes()
         else:
