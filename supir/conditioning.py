@@ -28,8 +28,8 @@ class SDXLParts:
     tokenizer_2: object
 
     @property
-    def latent_scale(self) -> float:
-        return float(self.vae.config.scaling_factor)
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
 def load_sdxl(pretrained: str | Path, device="cpu", dtype=torch.float32) -> SDXLParts:

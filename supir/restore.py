@@ -28,6 +28,40 @@ TILED_VAE_ABOVE = 1024  # pixels per side above which the VAE runs tiled
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
+def make_denoiser(model, parts, z_lq: torch.Tensor, prompts: list[str], negative_prompt: str | None):
+    """The sampler's denoiser: (x, σ, control scale) -> (D with the prompts, D with the negative prompt).
+
+    Both predictions come from one batched call; with `negative_prompt=None` only the positive one.
+    """
+    device = z_lq.device
+    b = z_lq.shape[0]
+    pos_embeds, pos_pooled = encode_prompts(parts, prompts)
+    height, width = (s * parts.vae_scale_factor for s in z_lq.shape[-2:])
+    time_ids = sdxl_time_ids(torch.tensor([[height, width]] * b), torch.zeros(b, 2), (height, width)).to(
+        device
+    )
+    embeds, pooled, hint, ids = pos_embeds, pos_pooled, z_lq, time_ids
+    if negative_prompt is not None:
+        neg_embeds, neg_pooled = encode_prompts(parts, [negative_prompt] * b)
+        embeds, pooled = torch.cat([pos_embeds, neg_embeds]), torch.cat([pos_pooled, neg_pooled])
+        hint, ids = torch.cat([z_lq, z_lq]), torch.cat([time_ids, time_ids])
+
+    @torch.no_grad()
+    def denoiser(x, sigma, control_scale):
+        cond = {
+            "encoder_hidden_states": embeds,
+            "lq_latent": hint,
+            "control_scale": control_scale,
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids},
+        }
+        if negative_prompt is None:
+            return eps_denoise(model, x, sigma, **cond), None
+        pos, neg = eps_denoise(model, torch.cat([x, x]), sigma, **cond).chunk(2)
+        return pos, neg
+
+    return denoiser
+
+
 @torch.no_grad()
 def restore_batch(
     model,
@@ -41,37 +75,9 @@ def restore_batch(
 ) -> torch.Tensor:
     """LQ images in [-1, 1] (B×3×H×W, H and W multiples of 8) -> restored images in [-1, 1]."""
     device = next(parts.vae.parameters()).device
-    lq = lq.to(device)
-    z_lq = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq, sample=False)
-    b = lq.shape[0]
-    pos_embeds, pos_pooled = encode_prompts(parts, prompts)
-    neg_embeds, neg_pooled = encode_prompts(parts, [negative_prompt] * b)
-    size = torch.tensor([list(lq.shape[-2:])] * b)
-    time_ids = sdxl_time_ids(size, torch.zeros(b, 2), lq.shape[-2:]).to(device)
+    z_lq = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq.to(device), sample=False)
     use_cfg = sampler.cfg_scale != 0 or sampler.cfg_scale_min not in (None, 0)
-
-    def denoiser(x, sigma, control_scale):
-        if not use_cfg:
-            cond = {
-                "encoder_hidden_states": pos_embeds,
-                "lq_latent": z_lq,
-                "control_scale": control_scale,
-                "added_cond_kwargs": {"text_embeds": pos_pooled, "time_ids": time_ids},
-            }
-            return eps_denoise(model, x, sigma, **cond), None
-        # One batched call for the positive and negative predictions.
-        cond = {
-            "encoder_hidden_states": torch.cat([pos_embeds, neg_embeds]),
-            "lq_latent": torch.cat([z_lq, z_lq]),
-            "control_scale": control_scale,
-            "added_cond_kwargs": {
-                "text_embeds": torch.cat([pos_pooled, neg_pooled]),
-                "time_ids": torch.cat([time_ids, time_ids]),
-            },
-        }
-        pos, neg = eps_denoise(model, torch.cat([x, x]), sigma, **cond).chunk(2)
-        return pos, neg
-
+    denoiser = make_denoiser(model, parts, z_lq, prompts, negative_prompt if use_cfg else None)
     z = restoration_guided_sample(denoiser, z_lq, sampler, generator=generator)
     return decode_latents(parts.vae, z)
 

@@ -192,7 +192,7 @@ def train(
     val_batches: Iterable[dict] | None = None,
     echo=print,
 ) -> dict:
-    """Run training; returns {"losses": [per-step loss], "step": last step, "checkpoint": path}."""
+    """Run training; returns {"losses": per-step losses, "step", "checkpoint": last path, "model"}."""
     rank, world, local_rank = init_distributed()
     device = resolve_device(config.device, local_rank)
     torch.manual_seed(config.seed)
@@ -286,6 +286,7 @@ def train(
         "losses": losses,
         "step": step + 1 if config.steps > start_step else start_step,
         "checkpoint": last_ckpt,
+        "model": model,
     }
 
 

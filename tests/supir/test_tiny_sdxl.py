@@ -25,7 +25,15 @@ def _digest(folder):
 
 def test_folder_is_a_complete_sdxl(tiny_sdxl_dir):
     index = json.loads((tiny_sdxl_dir / "model_index.json").read_text())
-    for component in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"):
+    for component in (
+        "unet",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+        "tokenizer",
+        "tokenizer_2",
+        "scheduler",
+    ):
         assert component in index and (tiny_sdxl_dir / component).is_dir(), component
     assert index["text_encoder"][1] == "CLIPTextModel"
     assert index["text_encoder_2"][1] == "CLIPTextModelWithProjection"
@@ -69,5 +77,7 @@ def test_img2img_and_text_to_image_run(tiny_sdxl_dir):
     ).images
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
     text2img = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir)
-    out = text2img("a cat", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0))
+    out = text2img(
+        "a cat", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0)
+    )
     assert out.images.shape == (1, 3, 64, 64)
