@@ -196,6 +196,34 @@ def torch_throughput(config, images, device: str, batch: int, repeats: int) -> f
     return batch * repeats / (time.perf_counter() - t0)
 
 
+def backend_agreement(config, images) -> dict:
+    """PSNR between backends: libjpeg vs our torch JPEG per quality, and noise-free recipes end to end
+    (noise realisations differ by design: different generators)."""
+    from supir.degradation import torch_backend
+
+    def to_t(im):
+        return torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
+
+    def to_u8(t):
+        return (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    jpeg = {}
+    for q in (30, 50, 70, 95):
+        values = []
+        for im in images[:8]:
+            _, buf = cv2.imencode(".jpg", cv2.cvtColor(im, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q])
+            lib = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            values.append(psnr(lib, to_u8(torch_backend.jpeg(to_t(im), q))))
+        jpeg[str(q)] = float(np.mean(values))
+    pipeline = []
+    for i, im in enumerate(images):
+        recipe = without_noise(sample_recipe(config, rng_for(3, f"agree-{i}")))
+        pipeline.append(psnr(apply(recipe, im), to_u8(apply_batch_torch([recipe], to_t(im)))))
+    return {"jpeg_libjpeg_vs_torch_psnr_db_by_quality": jpeg,
+            "noise_free_pipeline_psnr_db": {"median": float(np.median(pipeline)), "min": float(np.min(pipeline)),
+                                            "mean": float(np.mean(pipeline)), "recipes": len(pipeline)}}
+
+
 # ------------------------------------------------------------------------------ the bench
 def test_bench_degradation():
     cv2.setNumThreads(1)
@@ -241,7 +269,8 @@ def test_bench_degradation():
                                        "ks_pvalue": float(stats.ks_2samp(ours_noise, ref_noise).pvalue)},
             "recipes": len(quiet_psnr),
         }
-    # the torch backend, same recipes semantics
+    # the torch backend, same recipe semantics: how far its JPEG and whole pipeline are from the CPU's
+    result["torch_vs_cpu"] = backend_agreement(config, images[:32])
     result["torch_cpu_batch16_samples_per_s"] = torch_throughput(config, images, "cpu", 16, 2)
     if torch.cuda.is_available():
         result["torch_gpu"] = {"device": torch.cuda.get_device_name(0),

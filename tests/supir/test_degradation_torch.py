@@ -128,3 +128,28 @@ def test_tiny_images_and_input_checks():
     mixed = [recipes[0], sample_recipe(preset("supir"), rng_for(0, "x"))]
     with pytest.raises(ConfigError, match="share scale and lq_size"):
         apply_batch_torch(mixed, to_tensor(photo(), photo()))
+
+
+def test_gpu_convolution_paths_equal_the_cpu_fft_path_and_opencv():
+    # on CPU every blur goes through the FFT; on a GPU through (separable) convolutions: same sums
+    from supir.degradation import cpu, kernels
+    from supir.degradation.kernels import KernelSpec
+
+    gt = photo(40, 52)
+    x = to_tensor(gt)
+    bgr = cv2.cvtColor(gt, cv2.COLOR_RGB2BGR).astype(np.float32) / 255
+    for spec in (KernelSpec("iso", 21, 2.0, 2.0), KernelSpec("aniso", 15, 2.5, 0.4, 1.0),
+                 KernelSpec("sinc", 9, omega_c=1.2), KernelSpec("plateau_iso", 7, 1.0, 1.0, beta=1.5)):
+        k = kernels.build(spec)
+        via_fft = tb.fft_filter2d(x, k)
+        torch.testing.assert_close(tb.filter2d(x, k), via_fft, atol=2e-6, rtol=0)
+        if spec.separable:
+            torch.testing.assert_close(tb.sep_filter2d(x, kernels.gaussian_1d(spec.size, spec.sigma_x)), via_fft,
+                                       atol=2e-6, rtol=0)
+        opencv = cv2.cvtColor(cpu.blur(bgr, spec), cv2.COLOR_BGR2RGB)
+        np.testing.assert_allclose(via_fft[0].permute(1, 2, 0).numpy(), opencv, atol=2e-6)
+    tiny = torch.rand(1, 3, 5, 4)  # smaller than the kernel: reflect-101 indices fold repeatedly
+    k = kernels.build(KernelSpec("aniso", 21, 2.0, 1.0, 0.5))
+    ref = cv2.filter2D(tiny[0].permute(1, 2, 0).numpy(), -1, k.astype(np.float32), borderType=cv2.BORDER_REFLECT_101)
+    np.testing.assert_allclose(tb.filter2d(tiny, k)[0].permute(1, 2, 0).numpy(), ref, atol=2e-6)
+    np.testing.assert_allclose(tb.fft_filter2d(tiny, k)[0].permute(1, 2, 0).numpy(), ref, atol=2e-6)
