@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 import re
+import tarfile
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import click
 import cv2
-from webdataset import TarWriter
 
 from catalogs.catalog import Catalog
 from catalogs.lake import list_parts, write_part
@@ -39,48 +40,56 @@ from schemas.runs import new_run_id, utc_now
 from schemas.sample import SAMPLE_SPEC_VERSION, SPLITS, manifest_name
 from schemas.tables import QUALITY_SIGNALS
 
-TAR_MTIME = 0  # fixed header fields: webdataset's TarWriter would stamp "now" (not reproducible)
+TAR_MTIME = 0  # fixed header fields: webdataset's TarWriter stamps "now" unless told (not reproducible)
 TAR_OWNER = "supir"
 
 
-class _HashingFile:
-    """Write-only file wrapper: buffers tarfile's 10 KB writes into 1 MB chunks that a helper thread
-    writes and hashes (both release the GIL), so SHA-256 overlaps reading and encoding the next sample."""
-
-    CHUNK = 1 << 20
+class ShardTar:
+    """Writes samples as tar members byte-for-byte like webdataset's ``TarWriter(encoder=False, mtime=0,
+    user="supir", group="supir")`` (tested), but straight to the file: no 10 KB re-chunking by tarfile's
+    stream, and a helper thread writes and hashes (both release the GIL) while the next sample is built.
+    """
 
     def __init__(self, fh):
         self.fh, self.sha256, self.size = fh, hashlib.sha256(), 0
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._pending: list[Future] = []
+        self._pool = ThreadPoolExecutor(max_workers=1)  # one worker: chunks stay in order
+        self._pending: deque[Future] = deque()
 
-    def _drain(self, chunk: bytes) -> None:
-        self.fh.write(chunk)
-        self.sha256.update(chunk)
+    def _drain(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.fh.write(chunk)
+            self.sha256.update(chunk)
 
-    def write(self, data) -> int:
-        self._buffer.append(bytes(data))
-        self._buffered += len(data)
-        self.size += len(data)
-        if self._buffered >= self.CHUNK:
-            self._submit()
-        return len(data)
+    def _emit(self, chunks: list[bytes]) -> None:
+        self.size += sum(len(c) for c in chunks)
+        self._pending.append(self._pool.submit(self._drain, chunks))
+        if len(self._pending) > 8:  # bound memory: a few samples in flight
+            self._pending.popleft().result()
 
-    def _submit(self) -> None:
-        chunk, self._buffer, self._buffered = b"".join(self._buffer), [], 0
-        self._pending.append(self._pool.submit(self._drain, chunk))
-        if len(self._pending) > 4:  # bound memory: at most ~4 MB in flight
-            self._pending.pop(0).result()
+    def write(self, sample: dict) -> None:
+        """One sample: members in sorted order (webdataset's), fixed header fields (reproducible)."""
+        chunks = []
+        for ext in sorted(k for k in sample if not k.startswith("_")):
+            data = sample[ext]
+            info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), TAR_MTIME, 0o444, TAR_OWNER, TAR_OWNER
+            chunks += [info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), data]
+            if len(data) % tarfile.BLOCKSIZE:
+                chunks.append(tarfile.NUL * (tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
+        self._emit(chunks)
 
     def close(self) -> None:
-        """Flush everything to the file (raising any write error); the hash is then complete."""
-        if self._buffer:
-            self._submit()
-        for future in self._pending:
-            future.result()
-        self._pool.shutdown()
+        """End-of-archive blocks padded to the record size (as tarfile does), then wait for the writes."""
+        end = 2 * tarfile.BLOCKSIZE
+        self._emit([tarfile.NUL * (end + (-(self.size + end)) % tarfile.RECORDSIZE)])
+        self.abort()
+
+    def abort(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()  # re-raises a write error
+        finally:
+            self._pool.shutdown()
 
 
 # -- one shard (the per-unit pure function) ---------------------------------------------------------
@@ -106,32 +115,32 @@ def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | Non
     written, skipped, sources = 0, {}, {}
     try:
         with open(tmp, "wb") as fh:
-            hashing = _HashingFile(fh)
+            tar = ShardTar(fh)
             try:
-                with TarWriter(hashing, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER) as tar:
-                    for sample in plan.samples:
-                        try:
-                            tar.write(make_sample(cfg, sample, _read(sample)))
-                        except SampleSkipped as exc:
-                            skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
-                            continue
-                        written += 1
-                        group = "negatives" if sample.is_negative else (sample.source or "?")
-                        sources[group] = sources.get(group, 0) + 1
-            finally:
-                hashing.close()
+                for sample in plan.samples:
+                    try:
+                        tar.write(make_sample(cfg, sample, _read(sample)))
+                    except SampleSkipped as exc:
+                        skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+                        continue
+                    written += 1
+                    group = "negatives" if sample.is_negative else (sample.source or "?")
+                    sources[group] = sources.get(group, 0) + 1
+            except BaseException:
+                tar.abort()
+                raise
+            tar.close()
             fh.flush()
             os.fsync(fh.fileno())
+        if tar.size > cfg.max_size:  # the planner's bound is meant to make this impossible
+            raise RuntimeError(f"{plan.shard}: {tar.size} bytes > --max-size {cfg.max_size}; size bound too low")
     except BaseException:
         tmp.unlink(missing_ok=True)  # a failed task leaves no half shard behind
         raise
-    if hashing.size > cfg.max_size:  # the planner's bound is meant to make this impossible
-        tmp.unlink()
-        raise RuntimeError(f"{plan.shard}: {hashing.size} bytes > --max-size {cfg.max_size}; size bound too low")
     os.replace(tmp, final)
     row = {
         "shard": plan.shard, "name": plan.name, "split": plan.split, "path": str(final.resolve()),
-        "samples": written, "bytes": hashing.size, "sha256": hashing.sha256.hexdigest(), "run_id": run_id,
+        "samples": written, "bytes": tar.size, "sha256": tar.sha256.hexdigest(), "run_id": run_id,
         "created_at": utc_now(), "plan_digest": plan.digest,
     }  # fmt: skip
     if root is not None:

@@ -13,7 +13,7 @@ import webdataset as wds
 from PIL import Image
 
 from catalogs.catalog import Catalog
-from pipelines.shard import plan_from_catalog, write_shard
+from pipelines.shard import ShardTar, plan_from_catalog, write_shard
 from pipelines.shard_plan import SamplePlan, ShardConfig, pack_shards, parse_size, select_samples
 from pipelines.shard_sample import make_gt
 from schemas.errors import ConfigError
@@ -287,3 +287,19 @@ def test_gt_box_resize_native_crop_exif_and_passthrough():
     assert (member, size, box) == ("gt.png", [120, 200], [0, 0, 120, 200]) and blob != _jpeg(array, 6)
     member, blob, rgb, _, _ = make_gt(ShardConfig(gt_size=0, lq="none"), _sample_plan(200, 120), data)
     assert (member, blob, rgb) == ("gt.jpg", data, None)  # whole image wanted: original bytes
+
+
+def test_shard_tar_bytes_equal_webdatasets_tarwriter():
+    """ShardTar writes exactly what webdataset's TarWriter writes with fixed mtime/owner."""
+    samples = [{"__key__": f"k{i}", "gt.png": bytes(range(256)) * (i * 3 + 1), "txt": b"x" * i, "json": b"{}"}
+               for i in range(5)]  # fmt: skip
+    theirs, ours = io.BytesIO(), io.BytesIO()
+    with wds.TarWriter(theirs, encoder=False, mtime=0, user="supir", group="supir") as writer:
+        for sample in samples:
+            writer.write(sample)
+    tar = ShardTar(ours)
+    for sample in samples:
+        tar.write(sample)
+    tar.close()
+    assert ours.getvalue() == theirs.getvalue() and tar.size == len(ours.getvalue())
+    assert tar.sha256.hexdigest() == hashlib.sha256(theirs.getvalue()).hexdigest()
