@@ -144,6 +144,16 @@ def crops(n: int) -> list[np.ndarray]:
     return out
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def psnr(a, b) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255**2 / max(mse, 1e-10)))
@@ -181,19 +191,20 @@ def throughput(config, keys, images, bsr, ups) -> dict:
     return out
 
 
-def torch_throughput(config, images, device: str, batch: int, repeats: int) -> float:
+def torch_throughput(config, images, device: str, batch: int, repeats: int) -> dict:
     gt = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in images[:batch]]).float().div(255).to(device)
     recipes = [sample_recipe(config, rng_for(1, f"torch-{i}")) for i in range(batch)]
     apply_batch_torch(recipes, gt)  # warm-up (allocator, kernels)
     if device == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for r in range(repeats):
         recipes = [sample_recipe(config, rng_for(2 + r, f"torch-{i}")) for i in range(batch)]
         apply_batch_torch(recipes, gt)
     if device == "cuda":
         torch.cuda.synchronize()
-    return batch * repeats / (time.perf_counter() - t0)
+    n = batch * repeats
+    return {"samples_per_wall_s": n / (time.perf_counter() - t0), "samples_per_cpu_s": n / (time.process_time() - c0)}
 
 
 def backend_agreement(config, images) -> dict:
@@ -233,7 +244,7 @@ def test_bench_degradation():
     images = crops(N_RECIPES)
     keys = [f"bench-{i}" for i in range(N_RECIPES)]
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "opencv": cv2.__version__, "numpy": np.__version__,
                     "torch": torch.__version__, "threads": 1},
         "inputs": f"{N_RECIPES} crops of {CROP}x{CROP} from scikit-image photos; preset realesrgan (scale 4)",
@@ -271,10 +282,10 @@ def test_bench_degradation():
         }
     # the torch backend, same recipe semantics: how far its JPEG and whole pipeline are from the CPU's
     result["torch_vs_cpu"] = backend_agreement(config, images[:32])
-    result["torch_cpu_batch16_samples_per_s"] = torch_throughput(config, images, "cpu", 16, 2)
+    result["torch_cpu_batch16"] = torch_throughput(config, images, "cpu", 16, 2)
     if torch.cuda.is_available():
         result["torch_gpu"] = {"device": torch.cuda.get_device_name(0),
-                               **{f"batch{b}_samples_per_s": torch_throughput(config, images, "cuda", b, 4)
+                               **{f"batch{b}": torch_throughput(config, images, "cuda", b, 4)
                                   for b in (16, 64)}}
     else:
         result["torch_gpu"] = "no GPU on this machine"
