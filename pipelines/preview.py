@@ -19,7 +19,9 @@ from schemas.errors import InputImageError
 from supir.degradation import DegradationConfig, Recipe, apply, preset, rng_for, sample_recipe
 from supir.degradation.config import PRESETS
 
-LABEL_LINES = 3
+LABEL_LINES = 4
+SHORT_KIND = {"generalized_iso": "gen_iso", "generalized_aniso": "gen_aniso", "plateau_iso": "plat_iso",
+              "plateau_aniso": "plat_aniso"}
 LINE_HEIGHT = 14
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -29,7 +31,7 @@ def _kernel_text(spec) -> str:
         return "none"
     if spec.kind == "sinc":
         return f"sinc{spec.size} wc={spec.omega_c:.2f}"
-    text = f"{spec.kind}{spec.size} s={spec.sigma_x:.1f}"
+    text = f"{SHORT_KIND.get(spec.kind, spec.kind)}{spec.size} s={spec.sigma_x:.1f}"
     if spec.kind.endswith("aniso"):
         text += f"/{spec.sigma_y:.1f}"
     if spec.kind.startswith(("generalized", "plateau")):
@@ -76,8 +78,7 @@ def preview_grid(image: np.ndarray, config: DegradationConfig, n: int = 16, seed
         lq = apply(recipe, gt)
         lq_shown = cv2.resize(lq, (crop, crop), interpolation=cv2.INTER_NEAREST)
         pair = np.concatenate([gt, np.full((crop, 4, 3), 255, np.uint8), lq_shown], axis=1)
-        lines = recipe_label(recipe)
-        lines[0] = f"#{i} LQ {lq.shape[1]}x{lq.shape[0]}  " + lines[0]
+        lines = [f"#{i}  GT {crop}x{crop} -> LQ {lq.shape[1]}x{lq.shape[0]}", *recipe_label(recipe)]
         cells.append(np.concatenate([pair, _label_strip(lines, pair.shape[1])], axis=0))
     cols = max(1, math.ceil(math.sqrt(n / 2)))  # pairs are twice as wide as tall: keep the grid squarish
     rows = math.ceil(n / cols)

@@ -57,5 +57,8 @@ def test_labels_name_the_main_parameters():
     assert len(lines) == 3
     assert f"q{recipe.first.jpeg_quality}" in lines[0] and f"q{recipe.final.jpeg_quality}" in lines[2]
     assert recipe.first.resize.mode in lines[0]
+    kinds = {"generalized_iso": "gen_iso", "generalized_aniso": "gen_aniso", "plateau_iso": "plat_iso",
+             "plateau_aniso": "plat_aniso"}
+    assert kinds.get(recipe.first.kernel.kind, recipe.first.kernel.kind) in lines[0]
     grid = preview_grid(skimage.data.astronaut()[:80, :80], preset("diffbir"), n=1, crop=64)
     assert grid.shape[0] > 64 and grid.shape[2] == 3

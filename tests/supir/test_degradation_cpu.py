@@ -228,3 +228,33 @@ def test_gt_usm_sharpens_edges_and_leaves_flat_regions_alone():
     assert recipe.gt_usm
     off = dataclasses.replace(recipe, gt_usm=False)
     assert apply(recipe, photo()).tobytes() != apply(off, photo()).tobytes()
+
+
+def test_apply_leaves_the_gt_untouched_and_accepts_views():
+    gt = photo(70, 90)
+    before = gt.copy()
+    recipe = sample_recipe(preset("realesrgan").replace(gt_usm=True), rng_for(0, "untouched"))
+    lq = apply(recipe, gt)
+    np.testing.assert_array_equal(gt, before)
+    strided = skimage.data.astronaut()[100:240:2, 180:360:2]  # a non-contiguous view
+    assert apply(recipe, strided).tobytes() == apply(recipe, np.ascontiguousarray(strided)).tobytes()
+    assert lq.shape == (17, 22, 3)
+
+
+def test_same_bytes_in_another_process():
+    # seeds come from (global seed, key) through SHA-256, never from Python's per-process hash
+    import hashlib
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, skimage.data\n"
+        "from supir.degradation import apply, preset, rng_for, sample_recipe\n"
+        "gt = skimage.data.astronaut()[100:164, 180:244].copy()\n"
+        "lq = apply(sample_recipe(preset('supir'), rng_for(42, 'abc123')), gt)\n"
+        "print(hashlib.sha256(lq.tobytes()).hexdigest())\n"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}).stdout.strip()
+    here = apply(sample_recipe(preset("supir"), rng_for(42, "abc123")), photo())
+    assert other == hashlib.sha256(here.tobytes()).hexdigest()

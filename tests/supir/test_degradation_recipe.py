@@ -80,8 +80,12 @@ def test_resize_noise_and_final_order_frequencies(recipes):
     assert chi2_pvalue([r.final.jpeg_quality for r in rs], qs, [1 / len(qs)] * len(qs)) > P_MIN
 
 
-def test_every_drawn_value_lies_in_its_range(recipes):
+@pytest.mark.parametrize("name", ["realesrgan", "stablesr"])
+def test_every_drawn_value_lies_in_its_range(recipes, name):
     cfg, rs = recipes
+    if name != "realesrgan":
+        cfg = preset(name)
+        rs = [sample_recipe(cfg, rng_for(9, f"image-{i}")) for i in range(2000)]
     for r in rs:
         for order, sigma, betag, betap in (("first", cfg.blur_sigma, cfg.betag_range, cfg.betap_range),
                                            ("second", cfg.blur_sigma2, cfg.betag_range2, cfg.betap_range2)):
