@@ -3,8 +3,9 @@
 Works in float32 BGR in [0, 1] between steps (OpenCV's JPEG codec expects BGR, so converting once at
 each end is cheaper than at every JPEG). Where it departs from the reference code it is on purpose:
 - blur with the kernel at its true size (7..21), not zero-padded to 21x21 (same sums, fewer
-  multiplications), and isotropic Gaussians as two 1-D passes;
-- the Poisson "number of distinct levels" comes from a 256-bin histogram instead of np.unique;
+  multiplications), isotropic Gaussians as two 1-D passes, large non-separable kernels by FFT;
+- Poisson noise by CDF-table inversion (`noise.py`), its "number of distinct levels" from a 256-bin
+  histogram instead of np.unique;
 - noise is drawn in float32 from the recipe's own generator; gray noise is per image;
 - JPEG is real libjpeg (OpenCV) at an integer quality.
 """
