@@ -8,7 +8,10 @@ Same steps and semantics as the CPU backend; what differs and why:
 - Noise comes from a torch generator seeded with the recipe's noise seed: same distribution as the
   CPU backend, different realisation. Gray noise is drawn per image (the reference drew one field
   for the whole batch).
-- area/bilinear/bicubic resizes are ``F.interpolate`` (the reference's own GPU path).
+- area/bilinear/bicubic resizes are ``F.interpolate`` (the reference's own GPU path); bilinear and
+  bicubic equal OpenCV's, 'area' is adaptive pooling where OpenCV averages exact pixel areas.
+- Blurs: on CPU through ``torch.fft`` (torch's depthwise convolutions are slow there), on GPU as
+  (separable) convolutions; both equal cv2.filter2D with reflect-101 borders.
 Samples are degraded one after another: after the first resize every sample has its own size.
 """
 
@@ -82,7 +85,7 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     ql = torch.as_tensor(quant_table(_LUMA_Q, quality), dtype=torch.float32, device=x.device)
     qc = torch.as_tensor(quant_table(_CHROMA_Q, quality), dtype=torch.float32, device=x.device)
     y = _code_plane(y, ql, d).round().clamp(0, 255)
-    # chroma planes are 1/2 size; pad them to whole 8x8 blocks (MCU alignment guarantees this)
+    # the 16x16 MCU padding makes the half-size chroma planes whole 8x8 blocks
     c = torch.stack([_code_plane(chroma[i], qc, d) for i in range(2)]).round().clamp(0, 255)
     # decoder "fancy" up-sampling = triangle filter = bilinear, half-pixel centres, edge clamp
     c = F.interpolate(c[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
