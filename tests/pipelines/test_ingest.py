@@ -149,3 +149,38 @@ def test_kill_mid_run_then_resume_equals_uninterrupted(tmp_path, ray_cluster, ru
     clean = Catalog(tmp_path / "clean").query(COMPARE_SQL)
     assert resumed.num_rows == 25
     assert resumed.equals(clean)
+
+
+def test_missing_iqa_weights_fail_before_any_work(tmp_path, capsys):
+    from pipelines.cli import main
+
+    _photo_corpus(tmp_path / "photos", 1)
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(SystemExit) as info:
+        main(["--root", str(tmp_path / "root"), "ingest", str(tmp_path / "photos"),
+              "--metric", "musiq", "--weights-dir", str(tmp_path / "weights")])
+    assert info.value.code == 2
+    assert "musiq_koniq_ckpt" in capsys.readouterr().err
+    assert not (tmp_path / "root" / "lake" / "scans").exists()
+
+
+def test_iqa_metric_scores_and_thresholds_flow_into_images(tmp_path, ray_cluster, run_cli):
+    from tests.pipelines.test_iqa import _save_random_weights
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    _save_random_weights("topiq_nr", weights, wrap="params", backbone_pretrain=False)
+    _photo_corpus(tmp_path / "photos", 2)
+    (tmp_path / "lenient.yaml").write_text("iqa:\n  topiq_nr: {min: null}\n")  # random weights, random scores
+    run_cli(tmp_path / "root", "ingest", tmp_path / "photos", "--metric", "topiq_nr", "--weights-dir", weights,
+            "--config", tmp_path / "lenient.yaml")
+    cat = Catalog(tmp_path / "root")
+    rows = cat.query("SELECT status, iqa_topiq_nr FROM images").to_pylist()
+    assert len(rows) == 2 and all(r["status"] == "accepted" and r["iqa_topiq_nr"] is not None for r in rows)
+    # A floor no score can reach: the same images are now rejected by the metric, without re-scoring.
+    (tmp_path / "strict.yaml").write_text("iqa:\n  topiq_nr: {min: 1000000000.0}\n")
+    run_cli(tmp_path / "root", "ingest", tmp_path / "photos", "--metric", "topiq_nr", "--weights-dir", weights,
+            "--config", tmp_path / "strict.yaml")
+    assert cat.scalar("SELECT count(*) FROM iqa_scores") == 2
+    reasons = cat.query("SELECT reason FROM images").column("reason").to_pylist()
+    assert reasons == ["low_quality:topiq_nr"] * 2
