@@ -161,10 +161,11 @@ def first_order(img: np.ndarray, order: Order) -> np.ndarray:
     return img
 
 
-def second_order(img: np.ndarray, order: Order, h_lq: int, w_lq: int) -> np.ndarray:
+def second_order(img: np.ndarray, order: Order, h_lq: float, w_lq: float) -> np.ndarray:
     if order.kernel is not None:
         img = blur(img, order.kernel)
-    r = order.resize  # relative to the LQ size, so the two orders together land near GT/scale
+    # relative to the (fractional) LQ size GT/scale, as the reference: int(H / scale * s)
+    r = order.resize
     img = resize(img, max(1, int(h_lq * r.scale)), max(1, int(w_lq * r.scale)), r.mode)
     return add_noise(img, order.noise)
 
@@ -193,7 +194,7 @@ def apply(recipe: Recipe, gt: np.ndarray) -> np.ndarray:
         img = usm_sharpen(img, recipe.usm_weight, recipe.usm_radius, recipe.usm_threshold)
     img = first_order(img, recipe.first)
     if recipe.second is not None:
-        img = second_order(img, recipe.second, h_lq, w_lq)
+        img = second_order(img, recipe.second, h / recipe.scale, w / recipe.scale)
         img = final_step(img, recipe.final, h_lq, w_lq)
     else:
         img = resize(img, h_lq, w_lq, recipe.resize_back_mode)

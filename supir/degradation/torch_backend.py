@@ -227,7 +227,7 @@ def first_order(x: torch.Tensor, order: Order) -> torch.Tensor:
     return jpeg(x, order.jpeg_quality) if order.jpeg_quality is not None else x
 
 
-def second_order(x: torch.Tensor, order: Order, h_lq: int, w_lq: int) -> torch.Tensor:
+def second_order(x: torch.Tensor, order: Order, h_lq: float, w_lq: float) -> torch.Tensor:
     if order.kernel is not None:
         x = blur(x, order.kernel)
     r = order.resize
@@ -257,7 +257,7 @@ def degrade_one(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
         x = usm_sharpen(x, recipe.usm_weight, recipe.usm_radius, recipe.usm_threshold)
     x = first_order(x, recipe.first)
     if recipe.second is not None:
-        x = second_order(x, recipe.second, h_lq, w_lq)
+        x = second_order(x, recipe.second, h / recipe.scale, w / recipe.scale)
         x = final_step(x, recipe.final, h_lq, w_lq)
     else:
         x = resize(x, h_lq, w_lq, recipe.resize_back_mode)

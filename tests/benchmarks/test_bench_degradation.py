@@ -110,7 +110,7 @@ def reference_degrade(bsr, ups, recipe, gt_rgb: np.ndarray) -> np.ndarray:
     s = recipe.second
     if s.kernel is not None:
         img = cv2.filter2D(img, -1, reference_kernel(bsr, s.kernel))
-    img = cv2.resize(img, (int(w_lq * s.resize.scale), int(h_lq * s.resize.scale)),
+    img = cv2.resize(img, (int(w / recipe.scale * s.resize.scale), int(h / recipe.scale * s.resize.scale)),
                      interpolation=INTERPOLATION[s.resize.mode])
     img = noise(img, s.noise)
     fin = recipe.final
