@@ -232,7 +232,9 @@ def test_shard_dir_can_be_elsewhere_and_stale_shards_go(sharded, tmp_path, run_c
     args = ["--gt-size", 96, "--lq", "none", "--val-fraction", 0.2]
     run_cli(root, "shard", "--name", "other", "--out", out, *args, "--max-count", 2)
     many = sorted(p.name for p in out.glob("other-*.tar"))
+    (out / ".other-train-000000.tar.tmp-deadbeef").write_bytes(b"half a shard from a killed task")
     run_cli(root, "shard", "--name", "other", "--out", out, *args, "--max-count", 100)
+    assert not list(out.glob(".*tmp*"))
     few = sorted(p.name for p in out.glob("other-*.tar"))
     assert len(few) < len(many) and few == ["other-train-000000.tar", "other-val-000000.tar"]
     shutil.rmtree(out)
