@@ -171,14 +171,19 @@ ORDER BY n.negative_id"""
 
 
 def plan_from_catalog(catalog: Catalog, cfg: ShardConfig) -> tuple[list[ShardPlan], dict]:
-    positives = catalog.query(_POSITIVES_SQL).to_pylist()
-    negatives = catalog.query(_NEGATIVES_SQL).to_pylist()
-    for row in negatives:  # negatives' paths may be relative to the data root
-        path = Path(row["path"])
-        path = path if path.is_absolute() else catalog.root / path
-        row["path"] = str(path)
-        row["bytes"] = path.stat().st_size if path.exists() else 0
-    selected, report = select_samples(cfg, positives, negatives)
+    def rows(sql: str):  # Arrow in memory, Python dicts one batch at a time (millions of rows)
+        for batch in catalog.query(sql).to_batches(max_chunksize=65536):
+            yield from batch.to_pylist()
+
+    def negatives():
+        for row in rows(_NEGATIVES_SQL):  # negatives' paths may be relative to the data root
+            path = Path(row["path"])
+            path = path if path.is_absolute() else catalog.root / path
+            row["path"] = str(path)
+            row["bytes"] = path.stat().st_size if path.exists() else 0
+            yield row
+
+    selected, report = select_samples(cfg, rows(_POSITIVES_SQL), negatives())
     return pack_shards(cfg, selected), report
 
 

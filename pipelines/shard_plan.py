@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from schemas.errors import ConfigError
@@ -65,7 +66,7 @@ class ShardConfig:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SamplePlan:
     key: str
     image_id: str
@@ -75,7 +76,7 @@ class SamplePlan:
     is_negative: bool
     caption: str
     caption_model: str | None
-    quality: dict | None
+    quality: tuple | None  # values in QUALITY_SIGNALS order (a tuple: millions of these live in the driver)
     width: int
     height: int
     format: str | None
@@ -126,7 +127,7 @@ def size_bound(cfg: ShardConfig, sample: SamplePlan) -> int:
 
 def _positive(cfg: ShardConfig, row: dict, repeat: int) -> SamplePlan:
     key = sample_key(row["image_id"], repeat=repeat)
-    quality = {name: row.get(name) for name in QUALITY_SIGNALS}
+    quality = tuple(row.get(name) for name in QUALITY_SIGNALS)
     return SamplePlan(
         key=key, image_id=row["image_id"], negative_id=None, path=row["path"], source=row["source"],
         is_negative=False, caption=row.get("caption") or "", caption_model=row.get("caption_model"),
@@ -145,7 +146,7 @@ def _negative(cfg: ShardConfig, row: dict, repeat: int) -> SamplePlan:
     )  # fmt: skip
 
 
-def select_samples(cfg: ShardConfig, positives: list[dict], negatives: list[dict]) -> tuple[dict, dict]:
+def select_samples(cfg: ShardConfig, positives: Iterable[dict], negatives: Iterable[dict]) -> tuple[dict, dict]:
     """Samples per split after the train/val split, source weights and the negatives fraction.
 
     Returns ``({split: [SamplePlan]}, report)``. A source weight is a per-image inclusion rate
@@ -153,9 +154,8 @@ def select_samples(cfg: ShardConfig, positives: list[dict], negatives: list[dict
     F sets the negatives' rate so that negatives / all ≈ F in each split.
     """
     weights = dict(cfg.source_weights)
-    unknown = sorted(set(weights) - {r["source"] for r in positives})
     selected: dict[str, list[SamplePlan]] = {split: [] for split in SPLITS}
-    report: dict = {"sources": {}, "negatives": {}, "too_small": 0, "uncaptioned": 0, "unknown_sources": unknown}
+    report: dict = {"sources": {}, "negatives": {}, "too_small": 0, "uncaptioned": 0}
     for row in positives:
         split = split_of(row["image_id"], cfg.val_fraction)
         stats = report["sources"].setdefault(row["source"], {"available": 0, "weight": weights.get(row["source"], 1.0)})
@@ -169,6 +169,7 @@ def select_samples(cfg: ShardConfig, positives: list[dict], negatives: list[dict
         for repeat in range(repeats(stats["weight"], cfg.seed, row["image_id"])):
             selected[split].append(_positive(cfg, row, repeat))
 
+    report["unknown_sources"] = sorted(set(weights) - set(report["sources"]))
     by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for row in negatives:
         if cfg.gt_size and min(int(row["width"]), int(row["height"])) < cfg.gt_size:
@@ -204,8 +205,10 @@ def pack_shards(cfg: ShardConfig, selected: dict[str, list[SamplePlan]]) -> list
             used += bound
     content = cfg.content()
     for plan in plans:
-        blob = json.dumps([content, [asdict(s) for s in plan.samples]], sort_keys=True, default=str)
-        plan.digest = hashlib.sha256(blob.encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
+        for sample in plan.samples:  # the dataclass repr lists every field: cheap and exact
+            digest.update(repr(sample).encode())
+        plan.digest = digest.hexdigest()
     return plans
 
 

@@ -115,7 +115,7 @@ def make_sample(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> dict:
         "negative_id": sample.negative_id,
         "source": sample.source,
         "is_negative": sample.is_negative,
-        "quality": None if sample.quality is None else {k: _clean(sample.quality.get(k)) for k in QUALITY_SIGNALS},
+        "quality": None if sample.quality is None else {k: _clean(v) for k, v in zip(QUALITY_SIGNALS, sample.quality)},
         "caption_model": sample.caption_model,
         "degradation": recipe,
         "seed": cfg.seed,  # recipe = sample_recipe(preset(p), rng_for(seed, __key__))
