@@ -126,7 +126,8 @@ def plan_actor_pool(opts: PoolOptions, cpu_threads: int | None = None) -> ActorP
             actors = actors or max(1, math.floor((cpus - prepare_cpus) / cpu_threads))
         actors = actors or 1
         cpus_per_actor = (cpus - prepare_cpus) / actors
-        threads = cpu_threads or max(1, math.floor(cpus_per_actor + 0.5))
+        # Never more threads than CPUs held: OpenMP threads spin, and oversubscribed they crawl.
+        threads = cpu_threads or max(1, math.floor(cpus_per_actor))
     return ActorPool(
         actors=actors,
         gpus_per_actor=float(gpus_per_actor),

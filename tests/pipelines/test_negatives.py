@@ -4,7 +4,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from catalogs.catalog import Catalog
@@ -21,7 +20,7 @@ from pipelines.negatives import (
 )
 from schemas.runs import derive_seed
 from supir.prompts import NEGATIVE_PROMPT_PAPER, NEGATIVE_PROMPT_RELEASED
-from tests.pipelines.test_caption import make_catalog, run_and_kill
+from tests.pipelines.test_caption import make_catalog, one_thread, run_and_kill
 
 FAST = ("--steps", 4, "--resolution", 64)  # 2 denoising steps at strength 0.5, 64-px short side
 
@@ -35,6 +34,7 @@ def tiny_pipe(tiny_models):
     return load_sdedit_pipeline(NegativeConfig(model=str(tiny_models["sdxl"])))
 
 
+@one_thread()
 def test_negatives_cli_creates_reproducible_rows_and_tops_up(
     tmp_path, ray_cluster, run_cli, tiny_models, tiny_pipe
 ):
@@ -55,14 +55,8 @@ def test_negatives_cli_creates_reproducible_rows_and_tops_up(
             assert img.format == "PNG" and img.size == (r["width"], r["height"])
         assert (r["width"], r["height"]) == sdedit_size(src["width"], src["height"], 64, 16)
         # Same seed -> same bytes, made here without Ray (one thread, as the stage's CPU actors).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            source = fit_source(load_rgb(src["path"], 64), 64, size_multiple(tiny_pipe))
-            again = sdedit(tiny_pipe, [source], [r["seed"]], cfg)[0]
-        finally:
-            torch.set_num_threads(threads)
-        assert png_bytes(again) == data
+        source = fit_source(load_rgb(src["path"], 64), 64, size_multiple(tiny_pipe))
+        assert png_bytes(sdedit(tiny_pipe, [source], [r["seed"]], cfg)[0]) == data
 
     result = run_cli(tmp_path, "negatives", "--model", model, "--count", 2, *FAST, "--seed", 7)
     assert "nothing to do" in result.output and len(negatives(tmp_path)) == 2
@@ -76,14 +70,15 @@ def test_negatives_cli_creates_reproducible_rows_and_tops_up(
     assert sum(r["prompt"] == NEGATIVE_PROMPT_RELEASED for r in rows) == 3
 
 
-def test_strength_half_runs_half_the_steps(tmp_path, tiny_pipe):
+@one_thread()
+def test_strength_half_runs_half_the_steps(tiny_pipe):
     calls = []
     hook = tiny_pipe.unet.register_forward_hook(lambda module, args, out: calls.append(1))
     try:
-        img = Image.new("RGB", (64, 64), (120, 80, 40))
+        img = Image.new("RGB", (32, 32), (120, 80, 40))
         out = sdedit(tiny_pipe, [img], [1], NegativeConfig(steps=50, strength=0.5, guidance=7.5))
         assert len(calls) == 25  # CFG batches cond + uncond into one UNet call per step
-        assert out[0].size == (64, 64)
+        assert out[0].size == (32, 32)
         calls.clear()
         sdedit(tiny_pipe, [img], [1], NegativeConfig(steps=10, strength=1.0))
         assert len(calls) == 10
