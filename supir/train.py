@@ -210,6 +210,10 @@ def train(
         state = load_checkpoint(resume, model, optimizer)
         start_step, epoch, position = state["step"], state["epoch"], state["position"]
         echo(f"resumed from {resume} at step {start_step}")
+        if start_step >= config.steps:
+            echo(
+                f"nothing to do: already at step {start_step} of {config.steps} (raise steps= or use a new output_dir)"
+            )
     ddp = None
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(
