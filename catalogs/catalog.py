@@ -13,11 +13,12 @@ import duckdb
 import pyarrow as pa
 
 from catalogs.lake import list_parts
-from catalogs.views import LATEST_CAPTIONS_SQL, base_view_sql, images_view_sql
+from catalogs.views import LATEST_CAPTIONS_SQL, base_view_sql, images_view_sql, scan_verdicts_sql
 from schemas.errors import CatalogError
 from schemas.tables import TABLES
 
 CATALOG_FILE = "catalog.duckdb"
+SETTINGS_FILE = "catalog_settings.json"  # the catalog-wide verdict rules the views evaluate
 
 # Statement types `query` accepts; anything else would change the catalog.
 _READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION"}
@@ -33,6 +34,7 @@ class Catalog:
             )
         self.root = Path(root_str.removeprefix("file://")).expanduser().resolve()
         self.path = self.root / CATALOG_FILE
+        self.settings_path = self.root / SETTINGS_FILE
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
@@ -72,6 +74,8 @@ class Catalog:
     def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
         for table in TABLES:
             con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {base_view_sql(self.root, table)}')
+        quality_sql = self.settings().get("quality_reason_sql") or "CAST(NULL AS VARCHAR)"
+        con.execute(f"CREATE OR REPLACE VIEW scan_verdicts AS {scan_verdicts_sql(quality_sql)}")
         metrics = []
         if list_parts(self.root, "iqa_scores"):
             metrics = [r[0] for r in con.execute("SELECT DISTINCT metric FROM iqa_scores ORDER BY 1").fetchall()]
@@ -107,6 +111,22 @@ class Catalog:
         return table.column(0)[0].as_py() if len(table) else None
 
     # -- bookkeeping ---------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """Catalog-wide settings (e.g. the quality thresholds every scanned image is judged by)."""
+        if not self.settings_path.exists():
+            return {}
+        return json.loads(self.settings_path.read_text())
+
+    def update_settings(self, **values) -> None:
+        """Merge ``values`` into the settings file atomically; views pick them up at the next refresh."""
+        import os
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        merged = {**self.settings(), **values}
+        tmp = self.settings_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.settings_path)
+
     def record_run(self, run_id: str, stage: str, config: dict) -> None:
         from catalogs.lake import write_part
         from schemas.runs import config_hash, utc_now

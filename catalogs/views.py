@@ -39,12 +39,22 @@ def base_view_sql(root: Path, table: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+def scan_verdicts_sql(quality_reason_sql: str) -> str:
+    """`scans` plus ``verdict``: the worker's reason, else the quality rules in force (SQL from ingest).
+
+    Judging the stored signals here, not in the workers, means new thresholds re-judge the whole
+    catalog at once, and per-source counts stay join-free.
+    """
+    return f"SELECT *, coalesce(reason, {quality_reason_sql}) AS verdict FROM scans"
+
+
 def images_view_sql(iqa_metrics: list[str]) -> str:
     """The `images` view: one row per input path with its final status.
 
-    `scans` holds what a worker decided alone; `decisions` holds only the rows the driver rejected
-    after looking at the whole catalog (duplicates, near-duplicates, model-metric thresholds), so the
-    join's build side stays small even for a 20M-image catalog.
+    `scan_verdicts` holds what can be decided per file (decoding, size, cheap quality signals);
+    `decisions` holds only the rows the driver rejected after looking at the whole catalog
+    (duplicates, near-duplicates, model-metric thresholds), so the join's build side stays small
+    even for a 20M-image catalog.
     """
     signals = ", ".join(f"s.{name}" for name in QUALITY_SIGNALS)
     iqa_cols = "".join(f', q."{m}" AS "iqa_{m}"' for m in iqa_metrics)
@@ -54,10 +64,10 @@ def images_view_sql(iqa_metrics: list[str]) -> str:
         iqa_join = f" LEFT JOIN (SELECT image_id, {pivots} FROM iqa_scores GROUP BY image_id) q ON q.image_id = s.image_id"
     return f"""
 SELECT s.image_id, s.path, s.source, s.width, s.height, s.format, s.mode, s.bytes,
-       CASE WHEN s.reason IS NULL AND d.reason IS NULL THEN 'accepted' ELSE 'rejected' END AS status,
-       coalesce(s.reason, d.reason) AS reason,
+       CASE WHEN s.verdict IS NULL AND d.reason IS NULL THEN 'accepted' ELSE 'rejected' END AS status,
+       coalesce(s.verdict, d.reason) AS reason,
        d.duplicate_of, s.phash, {signals}{iqa_cols}, s.detail, s.config_hash, s.run_id, s.ingested_at
-FROM scans s LEFT JOIN decisions d ON d.path = s.path{iqa_join}"""
+FROM scan_verdicts s LEFT JOIN decisions d ON d.path = s.path{iqa_join}"""
 
 
 LATEST_CAPTIONS_SQL = """

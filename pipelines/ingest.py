@@ -7,8 +7,9 @@ whole catalog in the driver and write `decisions`. A killed run is finished by r
 """
 
 import hashlib
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import click
 import numpy as np
@@ -17,7 +18,15 @@ import pyarrow as pa
 from catalogs.catalog import Catalog
 from catalogs.lake import remove_temp_files, write_part
 from pipelines.decode import Rejected, decode
-from pipelines.quality import QualityThresholds, cheap_signals, judge, load_thresholds
+from pipelines.quality import (
+    QualityThresholds,
+    cheap_signals,
+    judge,
+    load_thresholds,
+    quality_reason_sql,
+    thresholds_from_dict,
+    thresholds_to_dict,
+)
 from pipelines.runtime import Settings, init_ray, progress
 from pipelines.sources import expand_paths, read_bytes
 from schemas.runs import config_hash, new_run_id, utc_now
@@ -34,10 +43,11 @@ class ScanConfig:
 
     min_side: int = DEFAULT_MIN_SIDE
     max_pixels: int = DEFAULT_MAX_PIXELS
-    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)  # for the progress bar only
 
     def digest(self) -> str:
-        return config_hash(asdict(self))
+        """Hash of what determines a `scans` row (thresholds don't: the catalog judges at query time)."""
+        return config_hash({"min_side": self.min_side, "max_pixels": self.max_pixels})
 
 
 def scan_file(path: str, source: str, cfg: ScanConfig) -> dict:
@@ -62,8 +72,11 @@ def scan_file(path: str, source: str, cfg: ScanConfig) -> dict:
 
     row["phash"] = phash(decoded.rgb)
     signals = cheap_signals(decoded.rgb, decoded.scale, decoded.qtables)
-    row.update({k: (None if signals.get(k) is None else float(signals[k])) for k in QUALITY_SIGNALS})
-    row["reason"] = judge(signals, cfg.thresholds)
+    for k in QUALITY_SIGNALS:
+        v = signals.get(k)
+        row[k] = None if v is None or math.isnan(v) else float(v)
+    # The quality verdict is not stored: the catalog judges the stored signals with the thresholds
+    # in force (pipelines.quality.quality_reason_sql), so new thresholds need no re-scan.
     return row
 
 
@@ -80,7 +93,8 @@ def _scan_and_write(batch: dict, root: str, cfg: ScanConfig, run_id: str, digest
         r.update(config_hash=digest, run_id=run_id, ingested_at=now)
     name = hashlib.sha256("\n".join(r["path"] for r in rows).encode()).hexdigest()[:32]
     write_part(root, "scans", rows, name=name)
-    return {"path": [r["path"] for r in rows], "reason": [r.get("reason") or "" for r in rows]}
+    verdicts = [r.get("reason") or judge(r, cfg.thresholds) or "" for r in rows]  # for the progress bar
+    return {"path": [r["path"] for r in rows], "reason": verdicts}
 
 
 def pending_paths(catalog: Catalog, inputs: list[tuple[str, str]]) -> pa.Table:
@@ -102,6 +116,7 @@ class IngestOptions:
     weights_dir: str | None = None
     near_dup_distance: int = DEFAULT_NEAR_DUP_DISTANCE
     batch_size: int = 16
+    config_file: str | None = None  # quality thresholds; None keeps the catalog's (else the defaults)
 
 
 @dataclass
@@ -119,6 +134,10 @@ def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = Tr
 
         check_metrics(list(opts.metrics), opts.weights_dir)  # fail before any work
     inputs = expand_paths(opts.paths, opts.source)
+    thresholds = resolve_thresholds(catalog, opts.config_file)
+    opts = replace(opts, scan=replace(opts.scan, thresholds=thresholds))
+    catalog.update_settings(quality_thresholds=thresholds_to_dict(thresholds),
+                            quality_reason_sql=quality_reason_sql(thresholds))
     remove_temp_files(catalog.root)
     catalog.refresh()
     todo = pending_paths(catalog, inputs)
@@ -144,6 +163,18 @@ def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = Tr
         _score_iqa(catalog, opts, run_id)
     decide(catalog, opts, run_id)
     return IngestResult(run_id=run_id, inputs=len(inputs), scanned=len(todo), reasons=reasons)
+
+
+def resolve_thresholds(catalog: Catalog, config_file: str | None) -> QualityThresholds:
+    """--config wins; else the thresholds the catalog was last judged with; else the defaults.
+
+    Thresholds are catalog-wide: every scanned image is judged by the same rules, and a new
+    --config re-judges everything already scanned (from the stored signals, without decoding).
+    """
+    if config_file:
+        return load_thresholds(config_file)
+    stored = catalog.settings().get("quality_thresholds")
+    return thresholds_from_dict(stored, load_thresholds()) if stored else load_thresholds()
 
 
 def _drain(ds, total: int, reasons: dict[str, int], show: bool) -> None:
@@ -173,12 +204,13 @@ class _NullContext:
 
 
 def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
+    """Score the images that pass the per-file checks and lack a score for some asked metric."""
     from pipelines.iqa import score_images
 
     todo = catalog.query(
-        "SELECT DISTINCT s.image_id, min(s.path) AS path FROM scans s WHERE s.reason IS NULL "
-        "AND (SELECT count(DISTINCT q.metric) FROM iqa_scores q WHERE q.image_id = s.image_id "
-        "AND list_contains(?, q.metric)) < ? GROUP BY s.image_id ORDER BY s.image_id",
+        "SELECT s.image_id, min(s.path) AS path FROM scan_verdicts s WHERE s.verdict IS NULL "
+        "AND s.image_id NOT IN (SELECT image_id FROM iqa_scores WHERE list_contains(?, metric) "
+        "GROUP BY image_id HAVING count(DISTINCT metric) = ?) GROUP BY s.image_id ORDER BY s.image_id",
         [list(opts.metrics), len(opts.metrics)],
     ).to_pylist()
     if todo:
@@ -186,32 +218,41 @@ def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
         catalog.refresh()
 
 
-# Copy ranking for dedup: the best copy of a group is kept. Model metric first (when scored), then
-# resolution, then compression, noise and detail; image_id and path break ties deterministically.
-_RANK_SQL = """
-SELECT s.path, s.source, s.image_id, s.phash, {iqa_expr} AS iqa
-FROM scans s {iqa_join}
-WHERE s.reason IS NULL AND s.phash IS NOT NULL {iqa_filter}
-ORDER BY iqa DESC NULLS LAST, s.width * s.height DESC, coalesce(s.jpeg_quality, 101) DESC,
+# Candidates for the global decisions, best copy first: model metric (when scored), then resolution,
+# compression, noise and detail; image_id and path break ties, so the order is total.
+_CANDIDATES_SQL = """
+SELECT s.path, s.source, s.image_id, s.phash{iqa_cols}
+FROM scan_verdicts s{iqa_join}
+WHERE s.verdict IS NULL AND s.phash IS NOT NULL
+ORDER BY {iqa_order}s.width * s.height DESC, coalesce(s.jpeg_quality, 101) DESC,
          s.noise_sigma ASC NULLS LAST, s.sharpness DESC NULLS LAST, s.image_id, s.path"""
 
 
 def decide(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
     """Rewrite `decisions` over the whole catalog: model-metric rejections, exact and near duplicates."""
-    iqa_rejected = _iqa_rejections(catalog, opts)
-    params: list = []
-    iqa_expr, iqa_join, iqa_filter = "NULL::DOUBLE", "", ""
-    if opts.metrics:
-        m = opts.metrics[0]
-        iqa_expr = "CASE WHEN q.lower_better THEN -q.score ELSE q.score END"
-        iqa_join = "LEFT JOIN iqa_scores q ON q.image_id = s.image_id AND q.metric = ?"
-        params.append(m)
-    if iqa_rejected:
-        iqa_filter = "AND NOT list_contains(?, s.path)"
-        params.append(sorted(iqa_rejected))
-    ranked = catalog.query(_RANK_SQL.format(iqa_expr=iqa_expr, iqa_join=iqa_join, iqa_filter=iqa_filter), params)
-    rows = [{"path": p, "source": src, "status": "rejected", "reason": r, "duplicate_of": None}
-            for p, (src, r) in sorted(iqa_rejected.items())]
+    from pipelines.quality import judge_iqa
+
+    metrics = list(opts.metrics)
+    iqa_cols = iqa_join = iqa_order = ""
+    if metrics:
+        pivots = ", ".join(f"max(score) FILTER (WHERE metric = '{m}') AS \"{m}\"" for m in metrics)
+        iqa_join = f" LEFT JOIN (SELECT image_id, {pivots} FROM iqa_scores GROUP BY image_id) q USING (image_id)"
+        iqa_cols = "".join(f', q."{m}"' for m in metrics)
+        first = metrics[0]
+        lower = catalog.scalar("SELECT bool_or(lower_better) FROM iqa_scores WHERE metric = ?", [first])
+        iqa_order = f'q."{first}" {"ASC" if lower else "DESC"} NULLS LAST, '
+    ranked = catalog.query(_CANDIDATES_SQL.format(iqa_cols=iqa_cols, iqa_join=iqa_join, iqa_order=iqa_order))
+    rows = []
+    if metrics:
+        keep = []
+        for i, scores in enumerate(zip(*(ranked.column(m).to_pylist() for m in metrics))):
+            reason = judge_iqa({m: v for m, v in zip(metrics, scores) if v is not None}, opts.scan.thresholds)
+            if reason:
+                rows.append({"path": ranked.column("path")[i].as_py(), "source": ranked.column("source")[i].as_py(),
+                             "status": "rejected", "reason": reason, "duplicate_of": None})
+            else:
+                keep.append(i)
+        ranked = ranked.take(pa.array(keep, type=pa.int64()))
     rows += _duplicate_rows(ranked, opts.near_dup_distance)
     for r in rows:
         r["run_id"] = run_id
@@ -248,36 +289,13 @@ def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
     return rows
 
 
-def _iqa_rejections(catalog: Catalog, opts: IngestOptions) -> dict[str, tuple[str, str]]:
-    if not opts.metrics:
-        return {}
-    from pipelines.quality import judge_iqa
-
-    thresholds = opts.scan.thresholds
-    scores = catalog.query(
-        "SELECT s.path, s.source, q.metric, q.score FROM scans s JOIN iqa_scores q ON q.image_id = s.image_id "
-        "WHERE s.reason IS NULL AND list_contains(?, q.metric) ORDER BY s.path, q.metric",
-        [list(opts.metrics)],
-    ).to_pylist()
-    by_path: dict[str, dict[str, float]] = {}
-    source_of: dict[str, str] = {}
-    for r in scores:
-        by_path.setdefault(r["path"], {})[r["metric"]] = r["score"]
-        source_of[r["path"]] = r["source"]
-    out = {}
-    for path, s in by_path.items():
-        reason = judge_iqa(s, thresholds)
-        if reason:
-            out[path] = (source_of[path], reason)
-    return out
-
-
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--source", default=None, help="Source name (default: the folder's or list file's name).")
 @click.option("--min-side", type=int, default=DEFAULT_MIN_SIDE, show_default=True, help="Reject short side below this.")
 @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True, help="Reject larger images unread.")
-@click.option("--config", "config_file", default=None, help="Quality thresholds YAML (overrides the defaults).")
+@click.option("--config", "config_file", default=None,
+              help="Quality thresholds YAML over the defaults; applies to the whole catalog and is kept for later runs.")
 @click.option("--metric", "metrics", multiple=True, help="pyiqa metric to score and threshold (musiq, clipiqa, ...).")
 @click.option("--weights-dir", default=None, help="Folder holding pyiqa weight files (else the torch hub cache).")
 @click.option("--near-dup-distance", type=int, default=DEFAULT_NEAR_DUP_DISTANCE, show_default=True,
@@ -294,9 +312,10 @@ def ingest_command(settings: Settings, paths, source, min_side, max_pixels, conf
 
     from pipelines.report import render_status, status_rows
 
-    scan = ScanConfig(min_side=min_side, max_pixels=max_pixels, thresholds=load_thresholds(config_file))
+    scan = ScanConfig(min_side=min_side, max_pixels=max_pixels)
     opts = IngestOptions(paths=list(paths), source=source, scan=scan, metrics=tuple(metrics),
-                         weights_dir=weights_dir, near_dup_distance=near_dup_distance, batch_size=batch_size)
+                         weights_dir=weights_dir, near_dup_distance=near_dup_distance, batch_size=batch_size,
+                         config_file=config_file)
     result = run_ingest(settings, opts)
     console = Console()
     console.print(

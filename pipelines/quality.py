@@ -308,3 +308,31 @@ def judge_iqa(scores: dict[str, float], thresholds: QualityThresholds) -> str | 
         if bounds is not None and bounds.fails(scores[metric]):
             return f"low_quality:{metric}"
     return None
+
+
+def quality_reason_sql(thresholds: QualityThresholds, table: str = "") -> str:
+    """`judge` as a SQL expression over the stored signal columns (NULL when every signal passes).
+
+    The catalog evaluates it in its views, so changing the thresholds re-judges every scanned image
+    without decoding anything again. NULL (unmeasured) signals are not judged, as in `judge`.
+    """
+    col = f"{table}." if table else ""
+    whens = []
+    for name in JUDGE_ORDER:
+        b: Bounds = getattr(thresholds, name)
+        tests = []
+        if b.min is not None:
+            tests.append(f"{col}{name} < {float(b.min)!r}")
+        if b.max is not None:
+            tests.append(f"{col}{name} > {float(b.max)!r}")
+        if tests:
+            whens.append(f"WHEN NOT isnan({col}{name}) AND ({' OR '.join(tests)}) THEN 'low_quality:{name}'")
+    return f"(CASE {' '.join(whens)} END)" if whens else "CAST(NULL AS VARCHAR)"
+
+
+def thresholds_to_dict(thresholds: QualityThresholds) -> dict:
+    """The YAML/JSON form that `thresholds_from_dict` reads back."""
+    out = {name: {"min": getattr(thresholds, name).min, "max": getattr(thresholds, name).max}
+           for name in QUALITY_SIGNALS}
+    out["iqa"] = {m: {"min": b.min, "max": b.max} for m, b in sorted(thresholds.iqa.items())}
+    return out

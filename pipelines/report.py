@@ -10,9 +10,9 @@ from rich.table import Table
 
 from catalogs.catalog import Catalog
 
-# `decisions` only ever rejects rows that `scans` left without a reason, so per-source counts come
-# from two group-bys and no join: fast on a 20M-row catalog.
-SCAN_COUNTS_SQL = "SELECT source, reason, count(*) AS n FROM scans GROUP BY ALL"
+# `decisions` only ever rejects rows whose scan verdict is NULL, so per-source counts come from two
+# group-bys and no join: fast on a 20M-row catalog.
+SCAN_COUNTS_SQL = "SELECT source, verdict AS reason, count(*) AS n FROM scan_verdicts GROUP BY ALL"
 DECISION_COUNTS_SQL = "SELECT source, reason, count(*) AS n FROM decisions GROUP BY ALL"
 
 
