@@ -1,7 +1,8 @@
 """`supir-data caption`: LLaVA-1.5 captions for accepted images (paper §3.2), on a Ray actor pool.
 
 The per-batch work is :func:`caption_images` (a loaded model + processor + PIL images -> captions,
-testable without Ray); :class:`CaptionActor` wraps it for Ray and writes one Parquet part per batch.
+testable without Ray); :class:`CaptionActor` wraps it for Ray and writes one Parquet part per task
+(``--part-rows`` images, run ``--batch-size`` at a time).
 Work = accepted images without a caption row for this (model, prompt), so runs resume and never
 duplicate. Degenerate generations are stored with a ``flag`` ('empty' | 'repetitive' | 'unreadable')
 and are not retried by default: greedy decoding would repeat them exactly (``--retry-flagged`` does).
@@ -269,12 +270,18 @@ def run_caption(
     from transformers import AutoProcessor
 
     try:  # fails fast, before any Ray actor, when the model is not there
-        min_side = processor_min_side(AutoProcessor.from_pretrained(cfg.model))
+        processor = AutoProcessor.from_pretrained(cfg.model)
     except OSError as exc:
         raise MissingWeightsError(
             f"cannot load the processor of {cfg.model!r}: {exc}. Give --model a local folder "
             "(save_pretrained layout) or a hub id whose files are in the Hugging Face cache."
         ) from exc
+    image_token = getattr(processor, "image_token", None)
+    if image_token and image_token not in cfg.template:
+        raise ConfigError(
+            f"--template must contain this model's image token {image_token!r}: {cfg.template!r}"
+        )
+    min_side = processor_min_side(processor)
     init_ray(settings)
     pool = plan_actor_pool(opts)
     run_id = new_run_id("caption")

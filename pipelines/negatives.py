@@ -245,6 +245,19 @@ def plan_slots(catalog: Catalog, seed: int, count: int) -> pa.Table:
     return pa.Table.from_pylist(slots, schema=SLOTS)
 
 
+def check_model(model: str) -> None:
+    """Fail fast, before any Ray actor, when the pipeline's `model_index.json` cannot be found."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        DiffusionPipeline.load_config(model)
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(
+            f"cannot load SDXL model {model!r}: {exc}. Give --model a local diffusers folder "
+            "or a hub id whose files are in the Hugging Face cache."
+        ) from exc
+
+
 def resolve_prompt(prompt: str) -> str:
     """A preset name (paper | released) or the prompt text itself."""
     return NEGATIVE_PROMPTS.get(prompt, prompt)
@@ -265,6 +278,7 @@ def run_negatives(settings, cfg: NegativeConfig, count: int, opts: PoolOptions, 
     if not len(slots):
         echo(f"nothing to do: the negatives table already holds >= {count} samples")
         return counts
+    check_model(cfg.model)
     init_ray(settings)
     # One thread per CPU actor: CPU float results depend on the thread count, and a negative's bytes
     # must depend on its seed only, not on the machine's core count.

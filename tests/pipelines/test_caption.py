@@ -208,10 +208,21 @@ def test_import_captions_from_file(tmp_path, ray_cluster, run_cli):
     assert isinstance(result.exception, ConfigError) and "needs a `caption` column" in str(result.exception)
 
 
-def test_missing_model_is_a_clear_error(tmp_path, ray_cluster, run_cli):
+def test_bad_model_or_options_are_clear_errors(tmp_path, ray_cluster, run_cli, tiny_models):
     make_catalog(tmp_path, 1)
-    result = run_cli(tmp_path, "caption", "--model", tmp_path / "no-such-model", expect_exit=1)
-    assert isinstance(result.exception, MissingWeightsError) and "no-such-model" in str(result.exception)
+    for stage in ("caption", "negatives"):
+        result = run_cli(tmp_path, stage, "--model", tmp_path / "no-such-model", expect_exit=1)
+        assert isinstance(result.exception, MissingWeightsError) and "no-such-model" in str(result.exception)
+    result = run_cli(
+        tmp_path, "caption", "--model", tiny_models["llava"], "--template", "{prompt}", expect_exit=1
+    )
+    assert isinstance(result.exception, ConfigError) and "<image>" in str(result.exception)
+    result = run_cli(tmp_path, "negatives", "--model", tiny_models["sdxl"], "--steps", 1, expect_exit=1)
+    assert isinstance(result.exception, ConfigError) and "no denoising step" in str(result.exception)
+    assert (
+        Catalog(tmp_path).scalar("SELECT (SELECT count(*) FROM captions) + (SELECT count(*) FROM negatives)")
+        == 0
+    )
 
 
 def test_caption_resumes_after_kill(tmp_path, ray_cluster, run_cli, tiny_models):
