@@ -22,6 +22,7 @@ from pipelines.caption import (
     caption_images,
     degenerate_flag,
     load_captioner,
+    pending_images,
     processor_min_side,
     repeated_tail,
 )
@@ -202,6 +203,13 @@ def test_import_captions_from_file(tmp_path, ray_cluster, run_cli):
         {"image_id": rows[1]["image_id"], "caption": "a cup", "model": "human"},
         {"image_id": rows[0]["image_id"], "caption": "a woman in a space suit", "model": "imported"},
     ]
+    # What a model run would still do: every image for a new (model, prompt); with
+    # --only-uncaptioned just the image no import covered; --limit caps it.
+    catalog = Catalog(tmp_path)
+    assert len(pending_images(catalog, "m", CAPTION_PROMPT)) == 3
+    only = pending_images(catalog, "m", CAPTION_PROMPT, only_uncaptioned=True).column("image_id").to_pylist()
+    assert only == [rows[2]["image_id"]]
+    assert len(pending_images(catalog, "m", CAPTION_PROMPT, limit=2)) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"file": "x", "text": "y"}) + "\n")
     result = run_cli(tmp_path, "caption", "--from-file", bad, expect_exit=1)  # in-process: the error object
