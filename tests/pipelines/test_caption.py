@@ -254,3 +254,49 @@ def test_caption_resumes_after_kill(tmp_path, ray_cluster, run_cli, tiny_models)
     got = captions(tmp_path)
     assert sorted(r["image_id"] for r in got) == sorted(r["image_id"] for r in rows)
     assert all(r["flag"] is None for r in got)
+
+
+@one_thread()
+def test_other_image_text_to_text_model(tmp_path):
+    """A LLaVA-NeXT (another processor, any-resolution tiling) captions through the same code."""
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    from pipelines.tiny_models import IMAGE_TOKEN, _tiny_tokenizer
+
+    tok = _tiny_tokenizer()
+    grid = [[32, 64], [64, 32], [64, 64]]
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=grid
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = LlavaNextConfig(
+        text_config={"model_type": "llama", **small, "vocab_size": len(tok), "initializer_range": 0.2},
+        vision_config={"model_type": "clip_vision_model", **small, "image_size": 32, "patch_size": 8},
+        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_grid_pinpoints=grid,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    LlavaNextForConditionalGeneration(config).save_pretrained(tmp_path / "next")
+    processor.save_pretrained(tmp_path / "next")
+
+    rows = make_catalog(tmp_path, 3)
+    cfg = CaptionConfig(model=str(tmp_path / "next"), max_new_tokens=6)
+    model, processor = load_captioner(cfg)
+    assert type(model).__name__ == "LlavaNextForConditionalGeneration"
+    images = [load_rgb(r["path"], processor_min_side(processor)) for r in rows]
+    batched = caption_images(model, processor, images, cfg)
+    assert batched == [caption_images(model, processor, [img], cfg)[0] for img in images]
+    assert all(g.n_tokens >= 1 for g in batched)
