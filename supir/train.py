@@ -168,7 +168,7 @@ def make_source(config: TrainConfig, split: str, shards: str | None = None):
             resampled=d.resampled and split == d.split,
             caption_dropout=d.caption_dropout if split == d.split else 0.0,
             seed=config.seed,
-            num_workers=d.num_workers,
+            num_workers=d.num_workers if split == d.split else 0,  # val: a few batches, no worker start-up
             partial_batches=split != d.split,
         )
     )
@@ -221,6 +221,10 @@ def train(
         )
     forward = ddp or model
     source = batches if batches is not None else make_source(config, config.data.split)
+    if resume and config.data.resampled and batches is None:
+        # A resampled stream is endless: instead of replaying `position` batches, continue with a fresh
+        # deterministic shard/sample order seeded by the resume step.
+        epoch, position = start_step, 0
     stream = DataStream(source, epoch, position)
     if val_batches is None and config.val.every and rank == 0:
         val_batches = _val_source(config)
