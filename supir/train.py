@@ -216,8 +216,9 @@ def train(
             )
     ddp = None
     if world > 1:
+        # Only adaptor and connector parameters require gradients, so only they are all-reduced.
         ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
     forward = ddp or model
     source = batches if batches is not None else make_source(config, config.data.split)

@@ -77,3 +77,25 @@ def test_config_errors_are_actionable(tmp_path):
     assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML's "1e-4" is a string
     assert load_config("supir/configs/sdxl.yaml").optim.lr == 1e-5
     assert load_config("supir/configs/tiny.yaml", ["steps=3"]).steps == 3
+
+
+def test_gradient_checkpointing_and_bf16_follow_the_fp32_run(sdxl_dir, tmp_path):
+    # The GPU recipe's switches (sdxl.yaml), exercised on CPU: same losses up to rounding.
+    data = synthetic_batches(2, batch_size=2, size=32)
+    plain = train(tiny_config(tmp_path / "a", sdxl_dir, "steps=2"), batches=data)["losses"]
+    ckpt = train(
+        tiny_config(tmp_path / "b", sdxl_dir, "steps=2", "model.gradient_checkpointing=true"), batches=data
+    )["losses"]
+    bf16 = train(
+        tiny_config(
+            tmp_path / "c",
+            sdxl_dir,
+            "steps=2",
+            "model.gradient_checkpointing=true",
+            "model.frozen_dtype=bfloat16",
+            "mixed_precision=bf16",
+        ),
+        batches=data,
+    )["losses"]
+    assert ckpt == pytest.approx(plain, rel=1e-5)
+    assert bf16 == pytest.approx(plain, rel=0.05)
