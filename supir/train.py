@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import sys
 import time
@@ -156,6 +157,7 @@ def make_source(config: TrainConfig, split: str, shards: str | None = None):
     from supir.reader import ReaderConfig, make_loader
 
     d = config.data
+    workers = d.num_workers if split == d.split else 0  # val: a few batches, no worker start-up
     if not (shards or d.shards):
         raise ConfigError("data.shards is empty: point it at a shard manifest or tar pattern")
     return make_loader(
@@ -168,7 +170,7 @@ def make_source(config: TrainConfig, split: str, shards: str | None = None):
             resampled=d.resampled and split == d.split,
             caption_dropout=d.caption_dropout if split == d.split else 0.0,
             seed=config.seed,
-            num_workers=d.num_workers if split == d.split else 0,  # val: a few batches, no worker start-up
+            num_workers=workers,
             partial_batches=split != d.split,
         )
     )
@@ -305,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of project errors")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-4 steps=200")
     args = parser.parse_args(argv)
+    # Reader workers forked after multi-threaded torch/OpenMP work can deadlock (seen here: a worker
+    # forked after training steps never produced a batch): start them with spawn. Set before the
+    # reader creates its shared counters, which must come from the same context.
+    multiprocessing.set_start_method("spawn", force=True)
     try:
         config = load_config(args.config, args.overrides)
         result = train(config)

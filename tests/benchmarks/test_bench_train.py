@@ -14,6 +14,7 @@ Results: tests/benchmarks/results/train.json.
 import importlib.util
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import time
@@ -41,6 +42,16 @@ def _build_shards(out: Path) -> str:
 
 
 def test_bench_train(tmp_path):
+    # As `python -m supir.train` does: reader workers are spawned, not forked (see supir.train.main).
+    previous = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        _bench(tmp_path)
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
+
+
+def _bench(tmp_path):
     shards = _build_shards(tmp_path / "shards")
     sdxl = build_tiny_sdxl(tmp_path / "sdxl")
     overrides = [
