@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     # Reader workers forked after multi-threaded torch/OpenMP work can deadlock (seen here: a worker
     # forked after training steps never produced a batch): start them with spawn. Set before the
     # reader creates its shared counters, which must come from the same context.
+    previous = multiprocessing.get_start_method(allow_none=True)
     multiprocessing.set_start_method("spawn", force=True)
     try:
         config = load_config(args.config, args.overrides)
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
+        multiprocessing.set_start_method(previous, force=True)  # main() may run inside another program
         if dist.is_initialized():
             dist.destroy_process_group()
     if result["losses"]:
