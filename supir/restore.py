@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upscale", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--cfg-scale", type=float, default=7.5)
+    p.add_argument(
+        "--cfg-scale-min", type=float, default=None, help="λ linear in σ: --cfg-scale at σ_T, this at 0"
+    )
     p.add_argument("--tau-r", type=float, default=4.0)
     p.add_argument("--s-churn", type=float, default=0.0)
     p.add_argument("--s-noise", type=float, default=1.0)
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = SamplerConfig(
             steps=args.steps,
             cfg_scale=args.cfg_scale,
+            cfg_scale_min=args.cfg_scale_min,
             tau_r=args.tau_r,
             s_churn=args.s_churn,
             s_noise=args.s_noise,

@@ -124,3 +124,22 @@ def test_churn_is_seeded():
         for s in (0, 0, 1)
     ]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_linear_cfg_schedule_runs_from_lambda_at_sigma_max_to_the_minimum():
+    seen = []
+
+    def recording(x, sigma, control_scale):
+        seen.append(float(sigma))
+        return x * 0.5, x * 0.25  # pos − neg = x/4: the CFG term is proportional to λ
+
+    from supir.sampler import restoration_guided_step
+
+    x = torch.ones(1, 4, 2, 2)
+    config = SamplerConfig(steps=10, cfg_scale=7.5, cfg_scale_min=1.0, tau_r=None)
+    sigmas = sampling_sigmas(10).tolist()
+    for s, s_next, lam in [(sigmas[0], sigmas[1], 7.5), (sigmas[-2], sigmas[-1], None)]:
+        out = restoration_guided_step(recording, x, s, s_next, torch.zeros_like(x), config)
+        lam = lam if lam is not None else 1.0 + 6.5 * s / SIGMA_MAX
+        denoised = 0.5 + lam * 0.25
+        torch.testing.assert_close(out, x + (x - denoised) / s * (s_next - s))
