@@ -7,7 +7,7 @@ tiny config (batch 4, 512 crops resized to 64, tiny random SDXL):
   - end to end: seconds per step of `supir.train.train` reading the shards (num_workers 0: the reader
     runs inline, so its share is the fraction of the step it costs; workers would overlap it).
 Also records the meta-device parameter counts of the real SDXL-size model. GPU numbers (real SDXL
-config, bf16, batch 1/4/8, sampler at 1024²) are recorded only when a GPU is present.
+config, bf16, batch 1/4/8, sampler at 1024²; tests/benchmarks/train_gpu.py) only when a GPU is present.
 Results: tests/benchmarks/results/train.json.
 """
 
@@ -152,11 +152,8 @@ def _gpu_note():
     if not torch.cuda.is_available():
         return {
             "available": False,
-            "note": "no GPU in this run: real-size s/step, peak memory and the 1024² "
-            "sampler run are not measured",
+            "note": "no GPU in this run: real-size s/step, peak memory and the 1024² sampler run are not measured",
         }
-    return {
-        "available": True,
-        "device": torch.cuda.get_device_name(0),
-        "note": "real-size GPU measurements are not implemented in this benchmark yet",
-    }
+    from tests.benchmarks.train_gpu import measure
+
+    return {"available": True, "device": torch.cuda.get_device_name(0), **measure()}
