@@ -99,3 +99,14 @@ def test_gradient_checkpointing_and_bf16_follow_the_fp32_run(sdxl_dir, tmp_path)
     )["losses"]
     assert ckpt == pytest.approx(plain, rel=1e-5)
     assert bf16 == pytest.approx(plain, rel=0.05)
+
+
+def test_sdxl_size_conditioning_follows_the_resize():
+    from supir.conditioning import sdxl_time_ids
+    from supir.train import prepare_images
+
+    ids = sdxl_time_ids(torch.tensor([[1536, 2048]]), torch.tensor([[100, 300]]), (512, 512))
+    assert ids.tolist() == [[1536.0, 2048.0, 100.0, 300.0, 512.0, 512.0]]  # SDXL's order: (h, w), (top, left)
+    batch = synthetic_batches(1, batch_size=1, size=64)[0]
+    gt, lq, factor = prepare_images(batch, 32, "cpu")
+    assert gt.shape[-2:] == lq.shape[-2:] == (32, 32) and factor == 0.5
