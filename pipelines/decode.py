@@ -140,16 +140,58 @@ def decode(data: bytes, min_side: int, max_pixels: int, analysis_min_side: int =
     img = _open(data)
     header = read_header(img)
     try:
-        return _decode_reduced(img, header, min_side, max_pixels, analysis_min_side)
+        return _decode_reduced(data, img, header, min_side, max_pixels, analysis_min_side)
     except Rejected as rej:
         rej.header = header
         raise
 
 
-def _decode_reduced(img: Image.Image, header: Header, min_side: int, max_pixels: int, analysis_min_side: int) -> Decoded:
+_CV_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+               8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2..8) the way PIL's ``ImageOps.exif_transpose`` does."""
+    if orientation == 2:
+        return rgb[:, ::-1]
+    if orientation == 3:
+        return rgb[::-1, ::-1]
+    if orientation == 4:
+        return rgb[::-1]
+    if orientation == 5:
+        return rgb.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(rgb, -1)
+    if orientation == 7:
+        return rgb[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(rgb, 1)
+    return rgb
+
+
+def _jpeg_fast_path(data: bytes, img: Image.Image, header: Header, scale: int) -> np.ndarray | None:
+    """Reduced JPEG decode with OpenCV's libjpeg-turbo (about 30% faster than PIL's ``draft``).
+
+    Only for complete (EOI-terminated) RGB/grey streams: OpenCV fills a truncated file with grey
+    instead of failing, so anything else takes the PIL path, which reports truncation.
+    """
+    if header.format != "JPEG" or img.mode not in ("RGB", "L") or data[-2:] != b"\xff\xd9":
+        return None
+    flags = _CV_REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if bgr is None:
+        return None
+    return np.ascontiguousarray(orient(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), header.orientation))
+
+
+def _decode_reduced(data: bytes, img: Image.Image, header: Header, min_side: int, max_pixels: int,
+                    analysis_min_side: int) -> Decoded:
     check_size(header, min_side, max_pixels)
     scale = analysis_scale(header.width, header.height, analysis_min_side)
     qtables = _qtables(img) if header.format == "JPEG" else None
+    fast = _jpeg_fast_path(data, img, header, scale)
+    if fast is not None:
+        return Decoded(header=header, rgb=_finish_reduction(fast, header, scale), scale=scale, qtables=qtables)
     try:
         if header.format == "JPEG" and scale > 1 and img.mode in ("RGB", "L", "CMYK"):
             raw_w, raw_h = img.size
@@ -167,6 +209,10 @@ def _decode_reduced(img: Image.Image, header: Header, min_side: int, max_pixels:
         raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # a decoder bug on hostile input must not kill the run
         raise Rejected("unsupported", f"{type(exc).__name__}: {exc}") from None
+    return Decoded(header=header, rgb=_finish_reduction(rgb, header, scale), scale=scale, qtables=qtables)
+
+
+def _finish_reduction(rgb: np.ndarray, header: Header, scale: int) -> np.ndarray:
     # The DCT scaling may have reduced less than asked (or rounded up); finish with an integer-factor
     # area average after cropping the remainder: resampling by a non-integer factor (770 -> 769 px)
     # blends neighbouring pixels and hides noise and JPEG blocking from pipelines.quality.
@@ -176,7 +222,7 @@ def _decode_reduced(img: Image.Image, header: Header, min_side: int, max_pixels:
         rgb = rgb[: target_h * factor, : target_w * factor]
         if factor > 1:
             rgb = cv2.resize(rgb, (target_w, target_h), interpolation=cv2.INTER_AREA)
-    return Decoded(header=header, rgb=np.ascontiguousarray(rgb), scale=scale, qtables=qtables)
+    return np.ascontiguousarray(rgb)
 
 
 def decode_full(data: bytes) -> np.ndarray:

@@ -115,7 +115,7 @@ class IngestOptions:
     metrics: tuple[str, ...] = ()
     weights_dir: str | None = None
     near_dup_distance: int = DEFAULT_NEAR_DUP_DISTANCE
-    batch_size: int = 16
+    batch_size: int = 0  # files per Ray task and part; 0 = about 4 tasks per CPU, 8..128 files each
     config_file: str | None = None  # quality thresholds; None keeps the catalog's (else the defaults)
 
 
@@ -150,19 +150,36 @@ def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = Tr
         init_ray(settings)
         import ray
 
-        chunks = [todo.slice(i, opts.batch_size) for i in range(0, len(todo), opts.batch_size)]
-        ds = ray.data.from_arrow(chunks).map_batches(
-            _scan_and_write,
-            batch_size=None,  # one block = one batch = one part
-            fn_kwargs={"root": str(catalog.root), "cfg": opts.scan, "run_id": run_id, "digest": digest},
-            batch_format="pyarrow",
-        )
-        _drain(ds, len(todo), reasons, show_progress)
+        size = opts.batch_size or _auto_batch_size(len(todo))
+        chunks = [todo.slice(i, size) for i in range(0, len(todo), size)]
+        ctx = ray.data.DataContext.get_current()
+        reservation = ctx.op_resource_reservation_enabled
+        # One operator reading from memory: nothing to reserve resources for, and on a small machine
+        # the reservation holds back half the CPUs while the pipeline ramps up (measured: 2 CPUs,
+        # 500 files, 6.9 s -> 4.3 s).
+        ctx.op_resource_reservation_enabled = False
+        try:
+            ds = ray.data.from_arrow(chunks).map_batches(
+                _scan_and_write,
+                batch_size=None,  # one block = one batch = one part
+                fn_kwargs={"root": str(catalog.root), "cfg": opts.scan, "run_id": run_id, "digest": digest},
+                batch_format="pyarrow",
+            )
+            _drain(ds, len(todo), reasons, show_progress)
+        finally:
+            ctx.op_resource_reservation_enabled = reservation
         catalog.refresh()
     if opts.metrics:
         _score_iqa(catalog, opts, run_id)
     decide(catalog, opts, run_id)
     return IngestResult(run_id=run_id, inputs=len(inputs), scanned=len(todo), reasons=reasons)
+
+
+def _auto_batch_size(n: int) -> int:
+    """Enough tasks to keep every CPU busy, few enough that Ray's ~10-20 ms per task stays small."""
+    from pipelines.runtime import cluster_cpus
+
+    return int(min(128, max(8, math.ceil(n / (4 * cluster_cpus())))))
 
 
 def resolve_thresholds(catalog: Catalog, config_file: str | None) -> QualityThresholds:
@@ -300,7 +317,8 @@ def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
 @click.option("--weights-dir", default=None, help="Folder holding pyiqa weight files (else the torch hub cache).")
 @click.option("--near-dup-distance", type=int, default=DEFAULT_NEAR_DUP_DISTANCE, show_default=True,
               help="Max Hamming distance between perceptual hashes of near duplicates (-1 disables).")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Files per Ray task (and per part file).")
+@click.option("--batch-size", type=int, default=0, show_default=True,
+              help="Files per Ray task and part file (0: automatic, 8..128).")
 @click.pass_obj
 def ingest_command(settings: Settings, paths, source, min_side, max_pixels, config_file, metrics, weights_dir,
                    near_dup_distance, batch_size):

@@ -26,7 +26,7 @@ if has caption; then
 fi
 if has negatives; then
   echo "== negatives"
-  sd negatives --model "$ROOT/models/sdxl" --count 4 --steps 4 --resolution 512 --batch-size 2
+  sd negatives --model "$ROOT/models/sdxl" --count 4 --steps 4 --resolution 512
 fi
 if has shard; then
   echo "== shard"

@@ -93,3 +93,19 @@ def test_jpeg_is_reduced_in_the_decoder():
     assert out.scale == 4 and out.rgb.shape == (512, 512, 3)
     assert out.qtables is not None
     assert analysis_scale(4000, 3000) == 4 and analysis_scale(1000, 800) == 1 and analysis_scale(9000, 9000) == 8
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_fast_jpeg_path_matches_pil_orientation(orientation):
+    from PIL import ImageOps
+
+    img = PHOTO.resize((640, 480))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    blob = _encode(img, "JPEG", quality=95, exif=exif.tobytes())
+    fast = decode(blob, MIN, MAX).rgb  # complete RGB JPEG: OpenCV path
+    slow = decode(blob + b"\0", MIN, MAX).rgb  # trailing byte after EOI: PIL path
+    ref = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(blob))).convert("RGB"))
+    assert fast.shape == slow.shape == ref.shape
+    assert np.abs(fast.astype(int) - ref.astype(int)).mean() < 1.0
+    assert np.abs(slow.astype(int) - ref.astype(int)).mean() < 1.0
