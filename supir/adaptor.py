@@ -46,6 +46,35 @@ class AdaptorConfig:
         return cfg
 
 
+def encoder_pass(
+    unet,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    added_cond_kwargs: dict,
+    hint: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The encoder half of a UNet2DConditionModel (or of the adaptor's trimmed copy).
+
+    Returns the time/text/size embedding and the features: conv_in (+ the LQ hint, when given), every
+    down-block output, and the middle block's output last. The embedding code is the UNet's own.
+    """
+    emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep))
+    emb = emb + unet.get_aug_embed(emb=emb, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs)
+    h = unet.conv_in(sample)
+    if hint is not None:
+        h = h + hint
+    features = [h]
+    for block in unet.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=encoder_hidden_states)
+        else:
+            h, res = block(hidden_states=h, temb=emb)
+        features.extend(res)
+    features.append(unet.mid_block(h, emb, encoder_hidden_states=encoder_hidden_states))
+    return emb, features
+
+
 class SupirAdaptor(nn.Module):
     """Trimmed control encoder + hint conv. Build with `from_unet` (training) or `from_pretrained`."""
 
@@ -115,21 +144,8 @@ class SupirAdaptor(nn.Module):
         sample = sample.to(dtype)
         encoder_hidden_states = encoder_hidden_states.to(dtype)
         added_cond_kwargs = {k: v.to(dtype) for k, v in added_cond_kwargs.items()}
-        # The same embedding code as the UNet's own forward (timestep + SDXL text/size embedding).
-        emb = core.time_embedding(core.get_time_embed(sample=sample, timestep=timestep))
-        emb = emb + core.get_aug_embed(
-            emb=emb, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs
-        )
-        h = core.conv_in(sample) + self.hint_conv(lq_latent.to(dtype))
-        features = [h]
-        for block in core.down_blocks:
-            if getattr(block, "has_cross_attention", False):
-                h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=encoder_hidden_states)
-            else:
-                h, res = block(hidden_states=h, temb=emb)
-            features.extend(res)
-        h = core.mid_block(h, emb, encoder_hidden_states=encoder_hidden_states)
-        features.append(h)
+        hint = self.hint_conv(lq_latent.to(dtype))
+        _, features = encoder_pass(core, sample, timestep, encoder_hidden_states, added_cond_kwargs, hint)
         return features
 
     def enable_gradient_checkpointing(self) -> None:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from supir.adaptor import SupirAdaptor
+from supir.adaptor import SupirAdaptor, encoder_pass
 from supir.zero_sft import ZeroCrossAttn, ZeroSFT
 
 CONNECTORS_WEIGHTS = "connectors.safetensors"
@@ -198,19 +198,8 @@ class SupirUNet(nn.Module):
         encoder_hidden_states = encoder_hidden_states.to(dtype)
         added_cond_kwargs = {k: v.to(dtype) for k, v in added_cond_kwargs.items()}
         with torch.no_grad():  # frozen encoder: nothing trainable upstream
-            emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep))
-            emb = emb + unet.get_aug_embed(
-                emb=emb, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs
-            )
-            h = unet.conv_in(sample)
-            skips = [h]
-            for block in unet.down_blocks:
-                if getattr(block, "has_cross_attention", False):
-                    h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=encoder_hidden_states)
-                else:
-                    h, res = block(hidden_states=h, temb=emb)
-                skips.extend(res)
-            h = unet.mid_block(h, emb, encoder_hidden_states=encoder_hidden_states)
+            emb, skips = encoder_pass(unet, sample, timestep, encoder_hidden_states, added_cond_kwargs)
+        h = skips.pop()  # the middle block's output
         h = self.connectors.mid(control[-1], h, control_scale=control_scale)
         # diffusers forwards an explicit upsample size only when the latent is not a multiple of 2^n.
         up_factor = 2**unet.num_upsamplers
