@@ -11,6 +11,7 @@ pyiqa is licensed PolyForm Noncommercial 1.0.0 since 0.1.15 (see docs/quality.md
 """
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +104,61 @@ def check_metrics(metrics: list[str], weights_dir: str | None) -> None:
         )
 
 
+# pyiqa's Q-Align architecture replaces these transformers Llama classes process-wide when pyiqa is
+# imported; its attention reads `config.rope_theta`, which transformers 5 configs no longer have, so
+# any Llama (LLaVA) built later in the same process fails. We put the originals back.
+_LLAMA_PATCHED = {
+    "transformers.models.llama.configuration_llama": ("LlamaConfig",),
+    "transformers.models.llama.modeling_llama": (
+        "LlamaAttention", "LlamaFlashAttention2", "LlamaSdpaAttention", "LlamaDecoderLayer",
+    ),
+}
+
+
+@contextmanager
+def _transformers_llama_guard():
+    """Put back transformers' Llama classes that pyiqa replaces while importing its architectures."""
+    import importlib
+
+    missing = object()
+    saved = {}
+    for module_name, names in _LLAMA_PATCHED.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            saved[(module, name)] = getattr(module, name, missing)
+    try:
+        yield
+    finally:
+        for (module, name), value in saved.items():
+            if value is missing:
+                if hasattr(module, name):
+                    delattr(module, name)
+            else:
+                setattr(module, name, value)
+
+
+def import_pyiqa():
+    """Import pyiqa without letting it patch transformers' Llama classes for the whole process."""
+    with _transformers_llama_guard():
+        import pyiqa
+
+        try:  # the patch runs once, when this module is first imported: do it here, under the guard
+            import pyiqa.archs.q_align.modeling_llama2  # noqa: F401
+        except Exception:  # Q-Align needs extras we don't use; nothing to undo then
+            pass
+    return pyiqa
+
+
+def create_metric(metric: str, **options):
+    """``pyiqa.create_metric``, which imports architectures lazily, under the same guard."""
+    pyiqa = import_pyiqa()
+    with _transformers_llama_guard():
+        return pyiqa.create_metric(metric, **options)
+
+
 def load_metric(metric: str, weights_dir: str | None, device: str = "cpu"):
     """Build ``metric`` with pyiqa's ``create_metric``, loading its checkpoint from the cache / weights dir."""
-    import pyiqa
+    import_pyiqa()  # before any pyiqa submodule: see _transformers_llama_guard
     import pyiqa.utils.download_util as download_util
 
     check_metrics([metric], weights_dir)
@@ -116,7 +169,7 @@ def load_metric(metric: str, weights_dir: str | None, device: str = "cpu"):
     for file in spec.files:
         if file.cache == "clip":
             options["backbone"] = str(weight_path(file, weights_dir))  # pyiqa's CLIP loader takes a file
-    return pyiqa.create_metric(metric, device=device, **options)
+    return create_metric(metric, device=device, **options)
 
 
 def score_batch(models: dict, images: list[np.ndarray | None]) -> dict[str, list[float | None]]:

@@ -18,10 +18,10 @@ from schemas.errors import ConfigError, MissingWeightsError
 
 def _save_random_weights(metric: str, weights_dir, wrap: str | None = None, **build):
     """A randomly initialised pyiqa model, saved under the checkpoint name pyiqa looks for."""
-    import pyiqa
+    from pipelines.iqa import create_metric
 
     torch.manual_seed(0)
-    model = pyiqa.create_metric(metric, pretrained=False, device="cpu", **build)
+    model = create_metric(metric, pretrained=False, device="cpu", **build)
     state = model.net.state_dict()
     torch.save({wrap: state} if wrap else state, weights_dir / METRICS[metric].files[0].name)
     return model
@@ -86,3 +86,20 @@ def test_score_images_on_a_ray_actor_pool(ray_cluster, tmp_path):
     images = [np.asarray(load_rgb(r["path"], min_side=128)) for r in rows[:3]]
     expected = score_batch({"musiq": random_musiq}, images)
     assert [r["score"] for r in table[:3]] == pytest.approx(expected["musiq"], rel=1e-3, abs=1e-3)
+
+
+def test_pyiqa_leaves_transformers_llama_alone(tmp_path):
+    """pyiqa patches transformers' Llama classes on import; LLaVA built afterwards must still work."""
+    import transformers.models.llama.modeling_llama as llama
+
+    from pipelines.iqa import import_pyiqa
+    from pipelines.tiny_models import build_tiny_llava
+
+    layer = llama.LlamaDecoderLayer
+    import_pyiqa()
+    import pyiqa.archs.q_align.modeling_llama2  # noqa: F401  (the module that patches on first import)
+
+    assert llama.LlamaDecoderLayer is layer
+    from transformers import LlavaForConditionalGeneration
+
+    LlavaForConditionalGeneration.from_pretrained(build_tiny_llava(tmp_path / "llava"))
