@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from catalogs.catalog import Catalog
-from catalogs.lake import list_parts, write_part
+from catalogs.lake import list_parts
 from pipelines.caption import CaptionConfig, caption_images, load_captioner, processor_min_side
 from pipelines.model_stage import chunks, load_rgb
 from schemas.runs import utc_now
+from tests.scan_rows import register_scans, scan_row
 
 N_IMAGES = 384
 BATCH = 8
@@ -33,7 +34,6 @@ RESULTS = Path(__file__).parent / "results" / "caption.json"
 
 def _corpus(root: Path) -> list[dict]:
     """640x480 JPEGs (a realistic decode, reduced by draft) registered as accepted images."""
-    import hashlib
 
     photos = ("astronaut", "coffee", "chelsea", "rocket")
     (root / "src").mkdir(parents=True)
@@ -42,23 +42,8 @@ def _corpus(root: Path) -> list[dict]:
         img = Image.fromarray(getattr(skimage.data, photos[i % 4])()).resize((640 + i % 97, 480))
         path = root / "src" / f"{i:03d}.jpg"
         img.save(path, quality=92)
-        data = path.read_bytes()
-        rows.append(
-            {
-                "path": str(path),
-                "source": "bench",
-                "image_id": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data),
-                "format": "JPEG",
-                "mode": "RGB",
-                "width": img.width,
-                "height": img.height,
-                "run_id": "bench",
-                "ingested_at": utc_now(),
-            }
-        )
-    write_part(root, "scans", rows, name="bench")
-    Catalog(root).refresh()
+        rows.append(scan_row(path, "bench", run_id="bench"))
+    register_scans(root, rows, name="bench")
     return rows
 
 

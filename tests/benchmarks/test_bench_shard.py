@@ -8,7 +8,6 @@ Also recorded (no goal): re-encoding GTs (resize + PNG) and precomputing LQ with
 Results: tests/benchmarks/results/shard.json. Sizes via SUPIR_BENCH_SHARD_IMAGES (default 96).
 """
 
-import hashlib
 import io
 import json
 import os
@@ -22,11 +21,10 @@ import webdataset as wds
 from skimage import data as skdata
 
 from catalogs.catalog import Catalog
-from catalogs.lake import write_part
 from pipelines.shard import plan_from_catalog, write_shard
 from pipelines.shard_plan import ShardConfig
-from schemas.runs import utc_now
 from supir.reader import ReaderConfig, make_loader
+from tests.scan_rows import register_scans, scan_row
 
 RESULTS = Path(__file__).parent / "results" / "shard.json"
 N_IMAGES = int(os.environ.get("SUPIR_BENCH_SHARD_IMAGES", 96))
@@ -49,12 +47,8 @@ def _corpus(root: Path) -> None:
         crop = np.clip(big[y : y + SIDE, x : x + SIDE] + rng.normal(0, 2.0, (SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
         path = folder / f"photo_{i:04d}.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        blob = path.read_bytes()
-        rows.append({"path": str(path), "source": "bench", "image_id": hashlib.sha256(blob).hexdigest(),
-                     "bytes": len(blob), "format": "JPEG", "mode": "RGB", "width": SIDE, "height": SIDE,
-                     "run_id": "bench", "ingested_at": utc_now()})  # fmt: skip
-    write_part(root, "scans", rows, name="bench")
-    Catalog(root).refresh()
+        rows.append(scan_row(path, "bench", run_id="bench"))
+    register_scans(root, rows, name="bench")
 
 
 class _Clock:

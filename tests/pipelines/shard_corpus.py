@@ -15,6 +15,7 @@ from catalogs.catalog import Catalog
 from catalogs.lake import write_part
 from schemas.runs import utc_now
 from schemas.tables import QUALITY_SIGNALS
+from tests.scan_rows import scan_row
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
@@ -38,14 +39,8 @@ def build_catalog(root: Path, n_images: int = 12, n_negatives: int = 3, captions
         fmt = "PNG" if i % 3 == 0 else "JPEG"
         path = photos / f"img_{i:03d}.{'png' if fmt == 'PNG' else 'jpg'}"
         img.save(path, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-        blob = path.read_bytes()
-        image_id = hashlib.sha256(blob).hexdigest()
-        row = {
-            "path": str(path), "source": "div2k" if i % 2 == 0 else "ffhq", "image_id": image_id,
-            "bytes": len(blob), "format": fmt, "mode": "RGB", "width": img.width, "height": img.height,
-            "phash": i, "reason": None, "detail": None, "config_hash": "test", "run_id": "test-ingest",
-            "ingested_at": utc_now(),
-        }  # fmt: skip
+        row = scan_row(path, "div2k" if i % 2 == 0 else "ffhq", phash=i, config_hash="test")
+        image_id = row["image_id"]
         row.update({name: float(rng.random()) for name in QUALITY_SIGNALS})
         scans.append(row)
         if captions and i % 4 != 3:  # some images stay uncaptioned

@@ -1,6 +1,5 @@
 """`supir-data caption`: end to end through the CLI and Ray with the tiny LLaVA, plus its pure parts."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 
 from catalogs.catalog import Catalog
-from catalogs.lake import list_parts, write_part
+from catalogs.lake import list_parts
 from pipelines.caption import (
     CaptionConfig,
     caption_images,
@@ -28,8 +27,8 @@ from pipelines.caption import (
 )
 from pipelines.model_stage import load_rgb
 from schemas.errors import ConfigError, MissingWeightsError
-from schemas.runs import utc_now
 from supir.prompts import CAPTION_PROMPT
+from tests.scan_rows import register_scans, scan_row
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry")
 
@@ -44,23 +43,8 @@ def make_catalog(root: Path, n: int, sources=("flickr", "ffhq")) -> list[dict]:
         img = photo.resize((80 + 8 * i, 72))  # sizes differ: exercises padding and size grouping
         path = src / f"img{i:02d}.jpg"
         img.save(path, quality=95)
-        data = path.read_bytes()
-        rows.append(
-            {
-                "path": str(path),
-                "source": sources[i % len(sources)],
-                "image_id": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data),
-                "format": "JPEG",
-                "mode": "RGB",
-                "width": img.width,
-                "height": img.height,
-                "run_id": "test-ingest",
-                "ingested_at": utc_now(),
-            }
-        )
-    write_part(root, "scans", rows, name="test-scans")
-    Catalog(root).refresh()
+        rows.append(scan_row(path, sources[i % len(sources)]))
+    register_scans(root, rows, name="test-scans")
     return rows
 
 
