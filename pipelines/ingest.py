@@ -9,6 +9,7 @@ whole catalog in the driver and write `decisions`. A killed run is finished by r
 import hashlib
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
 import click
@@ -18,6 +19,7 @@ import pyarrow as pa
 from catalogs.catalog import Catalog
 from catalogs.lake import remove_temp_files, write_part
 from pipelines.decode import Rejected, decode
+from pipelines.dedup import phash, resolve_near_duplicates
 from pipelines.quality import (
     QualityThresholds,
     cheap_signals,
@@ -68,8 +70,6 @@ def scan_file(path: str, source: str, cfg: ScanConfig) -> dict:
         return {**row, "reason": rej.reason, "detail": rej.detail}
     h = decoded.header
     row.update(format=h.format, mode=h.mode, width=h.width, height=h.height)
-    from pipelines.dedup import phash
-
     row["phash"] = phash(decoded.rgb)
     signals = cheap_signals(decoded.rgb, decoded.scale, decoded.qtables)
     for k in QUALITY_SIGNALS:
@@ -199,7 +199,7 @@ def _drain(ds, total: int, reasons: dict[str, int], show: bool) -> None:
     start = time.monotonic()
     bar = progress("ingest", accepted=0, rejected=0, files_per_s="0.0")
     task = bar.add_task("ingest", total=total, accepted=0, rejected=0, files_per_s="0.0")
-    with bar if show else _NullContext():
+    with bar if show else nullcontext():
         done = 0
         for summary in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for reason in summary.column("reason").to_pylist():
@@ -210,14 +210,6 @@ def _drain(ds, total: int, reasons: dict[str, int], show: bool) -> None:
             done += len(summary)
             rate = done / max(time.monotonic() - start, 1e-6)
             bar.update(task, completed=done, accepted=accepted, rejected=done - accepted, files_per_s=f"{rate:.1f}")
-
-
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
@@ -278,8 +270,6 @@ def decide(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
 
 
 def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
-    from pipelines.dedup import resolve_near_duplicates
-
     paths = ranked.column("path").to_pylist()
     ids = ranked.column("image_id").to_pylist()
     sources = ranked.column("source").to_pylist()
