@@ -11,6 +11,7 @@ Large images use the VAE's tiled encode/decode.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -78,12 +79,23 @@ def restore_batch(
     z_lq = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq.to(device), sample=False)
     use_cfg = sampler.cfg_scale != 0 or sampler.cfg_scale_min not in (None, 0)
     denoiser = make_denoiser(model, parts, z_lq, prompts, negative_prompt if use_cfg else None)
-    z = restoration_guided_sample(denoiser, z_lq, sampler, generator=generator)
+    with frozen_autocast(model, device):
+        z = restoration_guided_sample(denoiser, z_lq, sampler, generator=generator)
     return decode_latents(parts.vae, z)
 
 
-def load_restorer(checkpoint: str | Path, pretrained: str | None = None, device="cpu"):
-    """(frozen SDXL parts, SupirUNet with the checkpoint's trainable weights)."""
+def frozen_autocast(model, device):
+    """Autocast to the frozen UNet's dtype when it is bf16/fp16 (the trainable parts stay fp32, as in
+    training); a no-op for an fp32 UNet. Without it the fp32 adaptor meets bf16 activations."""
+    unet = getattr(getattr(model, "module", model), "unet", None)
+    dtype = getattr(unet, "dtype", torch.float32)
+    if dtype not in (torch.bfloat16, torch.float16):
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def load_restorer(checkpoint: str | Path, pretrained: str | None = None, device="cpu", dtype=torch.float32):
+    """(frozen SDXL parts in `dtype`, SupirUNet with the checkpoint's trainable weights in fp32)."""
     from supir.checkpoint import STATE_FILE
     from supir.conditioning import load_sdxl
     from supir.model import SupirUNet
@@ -96,7 +108,7 @@ def load_restorer(checkpoint: str | Path, pretrained: str | None = None, device=
         if not state_file.exists():
             raise ConfigError(f"{checkpoint} does not say which SDXL it was trained on: pass --pretrained")
         pretrained = json.loads(state_file.read_text())["config"]["model"]["pretrained"]
-    parts = load_sdxl(pretrained, device=device)
+    parts = load_sdxl(pretrained, device=device, dtype=dtype)
     return parts, SupirUNet.from_pretrained(parts.unet, checkpoint).eval()
 
 
@@ -133,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control-scale", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="frozen SDXL weights (auto: bfloat16 on CUDA, float32 on CPU); the VAE stays float32",
+    )
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -144,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"input {args.input} does not exist")
         if not inputs:
             raise ConfigError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.input}")
-        parts, model = load_restorer(args.checkpoint, args.pretrained, args.device)
+        dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
+        parts, model = load_restorer(args.checkpoint, args.pretrained, args.device, getattr(torch, dtype))
         sampler = SamplerConfig(
             steps=args.steps,
             cfg_scale=args.cfg_scale,

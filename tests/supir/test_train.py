@@ -86,6 +86,7 @@ def test_gradient_checkpointing_and_bf16_follow_the_fp32_run(sdxl_dir, tmp_path)
     ckpt = train(
         tiny_config(tmp_path / "b", sdxl_dir, "steps=2", "model.gradient_checkpointing=true"), batches=data
     )["losses"]
+    lines = []
     bf16 = train(
         tiny_config(
             tmp_path / "c",
@@ -94,11 +95,17 @@ def test_gradient_checkpointing_and_bf16_follow_the_fp32_run(sdxl_dir, tmp_path)
             "model.gradient_checkpointing=true",
             "model.frozen_dtype=bfloat16",
             "mixed_precision=bf16",
+            "val.every=2",
+            "val.sampler_steps=2",
         ),
         batches=data,
+        val_batches=synthetic_batches(1, batch_size=1, size=32, seed=9),
+        echo=lines.append,
     )["losses"]
     assert ckpt == pytest.approx(plain, rel=1e-5)
     assert bf16 == pytest.approx(plain, rel=0.05)
+    # Validation samples with the bf16 frozen UNet and the fp32 adaptor (a GPU dry run found this broken).
+    assert any("validation" in line and "psnr" in line for line in lines), lines
 
 
 def test_sdxl_size_conditioning_follows_the_resize():

@@ -96,6 +96,11 @@ def test_restore_cli(trained, tmp_path):
     assert rc == 0
     out = Image.open(tmp_path / "out" / "lq.png")
     assert out.size == (56, 40)
+    # The GPU default: frozen SDXL in bf16 under autocast, trainable parts fp32; same image up to rounding.
+    args = [str(tmp_path / "lq.png"), str(tmp_path / "bf16"), "--checkpoint", str(checkpoint), "--steps", "2"]
+    assert restore_main([*args, "--upscale", "2", "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    diff = np.abs(np.asarray(Image.open(tmp_path / "bf16" / "lq.png"), float) - np.asarray(out, float))
+    assert diff.mean() < 8, diff.mean()
     assert (
         restore_main([str(tmp_path / "missing"), str(tmp_path / "o"), "--checkpoint", str(checkpoint)]) == 2
     )
