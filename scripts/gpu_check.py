@@ -100,8 +100,9 @@ LLAVA_VISION = {
 
 
 class Check:
-    def __init__(self, out: Path, tiny: bool):
+    def __init__(self, out: Path, tiny: bool, batches: dict[str, tuple[int, ...]] | None = None):
         self.out, self.tiny = out, tiny
+        self.batches = batches or {}
         self.device = "cpu" if tiny else "cuda"
         self.results: dict = {"mode": "tiny (CPU dry run)" if tiny else "real sizes"}
         self.sdxl: Path | None = None
@@ -179,7 +180,7 @@ class Check:
                 sample_steps=3,
                 timed_steps=2,
             )
-        return measure()
+        return measure(batches=self.batches.get("train", (1, 4, 8)))
 
     def sdxl_folder(self) -> dict:
         out = Path("/tmp/gpu-check-sdxl") if not self.tiny else self.out / "sdxl"
@@ -321,7 +322,7 @@ class Check:
         tokens = 128
         model.generation_config.min_new_tokens = tokens  # random weights: fix the caption length
         cfg = CaptionConfig(model="random-llava-1.5-13b", max_new_tokens=tokens)
-        images = gt_images(32)
+        images = gt_images(max(self.batches.get("caption", (32,))))
         out = {
             "model": "llava-1.5-13b shape, random weights, bf16" if not self.tiny else "tiny",
             "params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 2),
@@ -330,7 +331,7 @@ class Check:
             "batches": {},
         }
         caption_images(model, processor, images[:2], cfg)  # warm-up
-        for batch in (1, 8, 32) if not self.tiny else (1, 4):
+        for batch in self.batches.get("caption", (1, 8, 32)) if not self.tiny else (1, 4):
             self.reset_peak()
             self.sync()
             tic = time.perf_counter()
@@ -372,9 +373,10 @@ class Check:
             "batches": {},
         }
         multiple = size_multiple(pipe)
-        images = [fit_source(im, resolution, multiple) for im in gt_images(4)]
+        batches = self.batches.get("negatives", (1, 4))
+        images = [fit_source(im, resolution, multiple) for im in gt_images(max(batches))]
         sdedit(pipe, images[:1], [0], cfg)  # warm-up
-        for batch in (1, 4):
+        for batch in batches:
             self.reset_peak()
             self.sync()
             tic = time.perf_counter()
@@ -486,13 +488,19 @@ def main() -> int:
     parser.add_argument("out")
     parser.add_argument("--tiny", action="store_true", help="tiny configs on CPU (a dry run of this script)")
     parser.add_argument("--only", default="", help="comma-separated sections")
+    for name, default in (("train", "1,4,8"), ("caption", "1,8,32"), ("negatives", "1,4")):
+        parser.add_argument(f"--{name}-batches", default=default, help=f"batch sizes of the {name} section")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.tiny and not torch.cuda.is_available():
         print("no CUDA device: use --tiny for a CPU dry run", file=sys.stderr)
         return 2
-    check = Check(out, args.tiny)
+    batches = {
+        name: tuple(int(b) for b in getattr(args, f"{name}_batches").split(","))
+        for name in ("train", "caption", "negatives")
+    }
+    check = Check(out, args.tiny, batches)
     order = [
         "env",
         "train_real",
