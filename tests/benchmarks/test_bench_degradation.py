@@ -288,7 +288,9 @@ def test_bench_degradation():
                                **{f"batch{b}": torch_throughput(config, images, "cuda", b, 4)
                                   for b in (16, 64)}}
     else:
-        result["torch_gpu"] = "no GPU on this machine"
+        from tests.benchmarks.gpu_results import last_gpu_check
+
+        result["torch_gpu"] = {"available_in_this_run": False, "last_gpu_check": last_gpu_check("degradation")}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

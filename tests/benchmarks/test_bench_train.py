@@ -150,9 +150,12 @@ def _step_seconds(log_csv: Path):
 
 def _gpu_note():
     if not torch.cuda.is_available():
+        from tests.benchmarks.gpu_results import last_gpu_check
+
         return {
             "available": False,
-            "note": "no GPU in this run: real-size s/step, peak memory and the 1024² sampler run are not measured",
+            "note": "no GPU in this run; the last GPU measurements (scripts/gpu_check.py) follow",
+            "last_gpu_check": last_gpu_check("train_real", "trainer", "trainer_resume"),
         }
     from tests.benchmarks.train_gpu import measure
 
