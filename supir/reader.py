@@ -53,6 +53,9 @@ class ReaderConfig:
     rank: int | None = None  # None: torch.distributed's rank when initialised, else 0
     world_size: int | None = None
     extra_loader_args: dict = field(default_factory=dict)  # e.g. pin_memory, prefetch_factor
+    # Workers are spawned, not forked: a worker forked after multi-threaded torch/OpenMP work can
+    # deadlock (seen here: one forked after training steps never produced a batch).
+    worker_start_method: str = "spawn"
 
 
 def resolve_shards(shards: str | list[str], split: str = "train") -> list[str]:
@@ -104,7 +107,7 @@ class _SkipAndCount:
 class ShardDataset(IterableDataset):
     """Yields collated batches; each DataLoader worker reads its own shards."""
 
-    def __init__(self, config: ReaderConfig, urls: list[str], rank: int, world_size: int):
+    def __init__(self, config: ReaderConfig, urls: list[str], rank: int, world_size: int, mp_context=None):
         self.config = config
         self.urls = urls
         self.rank, self.world_size = rank, world_size
@@ -115,8 +118,9 @@ class ShardDataset(IterableDataset):
             seed=config.seed,
             degradation_preset=config.degradation_preset,
         )
-        # Shared with DataLoader workers (they inherit it), so the main process sees their counts.
-        self.skipped = multiprocessing.Value("q", 0)
+        # Shared with DataLoader workers, so the main process sees their counts. It must come from the
+        # workers' own multiprocessing context (a fork-context lock cannot be sent to spawned workers).
+        self.skipped = (mp_context or multiprocessing.get_context()).Value("q", 0)
 
     def _worker(self) -> tuple[int, int]:
         info = torch.utils.data.get_worker_info()
@@ -192,9 +196,18 @@ class ShardLoader:
                 len(self.urls),
                 slots,
             )
-        self.dataset = ShardDataset(config, self.urls, rank, world_size)
+        loader_args = dict(config.extra_loader_args)
+        context = loader_args.pop("multiprocessing_context", None) or config.worker_start_method
+        if isinstance(context, str):
+            try:
+                context = multiprocessing.get_context(context)
+            except ValueError as exc:
+                raise ConfigError(f"worker_start_method: {exc}") from None
+        if config.num_workers > 0:
+            loader_args["multiprocessing_context"] = context
+        self.dataset = ShardDataset(config, self.urls, rank, world_size, context)
         self.dataloader = DataLoader(
-            self.dataset, batch_size=None, num_workers=config.num_workers, **config.extra_loader_args
+            self.dataset, batch_size=None, num_workers=config.num_workers, **loader_args
         )
         self.epoch = 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing
 import os
 import sys
 import time
@@ -307,11 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of project errors")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-4 steps=200")
     args = parser.parse_args(argv)
-    # Reader workers forked after multi-threaded torch/OpenMP work can deadlock (seen here: a worker
-    # forked after training steps never produced a batch): start them with spawn. Set before the
-    # reader creates its shared counters, which must come from the same context.
-    previous = multiprocessing.get_start_method(allow_none=True)
-    multiprocessing.set_start_method("spawn", force=True)
     try:
         config = load_config(args.config, args.overrides)
         result = train(config)
@@ -321,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        multiprocessing.set_start_method(previous, force=True)  # main() may run inside another program
         if dist.is_initialized():
             dist.destroy_process_group()
     if result["losses"]:

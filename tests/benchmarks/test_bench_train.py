@@ -14,7 +14,6 @@ Results: tests/benchmarks/results/train.json.
 import importlib.util
 import itertools
 import json
-import multiprocessing
 import os
 import platform
 import time
@@ -42,13 +41,7 @@ def _build_shards(out: Path) -> str:
 
 
 def test_bench_train(tmp_path):
-    # As `python -m supir.train` does: reader workers are spawned, not forked (see supir.train.main).
-    previous = multiprocessing.get_start_method()
-    multiprocessing.set_start_method("spawn", force=True)
-    try:
-        _bench(tmp_path)
-    finally:
-        multiprocessing.set_start_method(previous, force=True)
+    _bench(tmp_path)
 
 
 def _bench(tmp_path):

@@ -149,10 +149,13 @@ def test_bad_samples_and_truncated_tars_are_skipped_and_counted(shards, tmp_path
     assert "skipping bad shard data" in caplog.text
 
 
-def test_skips_are_counted_across_dataloader_workers(tmp_path):
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_skips_are_counted_across_dataloader_workers(tmp_path, start_method):
+    # The counter comes from the workers' own context, whatever this process's default start method.
     bad = [make_sample(300 + i) | {"gt.png": b"broken"} for i in range(3)]
     urls = [write_tar(tmp_path / "a.tar", bad[:2]), write_tar(tmp_path / "b.tar", bad[2:] + [make_sample(1)])]
-    loader = make_loader(_config(urls, batch_size=1, num_workers=2, shuffle_buffer=0))
+    config = _config(urls, batch_size=1, num_workers=2, shuffle_buffer=0, worker_start_method=start_method)
+    loader = make_loader(config)
     assert len(_keys(loader)) == 1
     assert loader.skipped == 3
 
