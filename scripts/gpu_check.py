@@ -21,6 +21,7 @@ error and the next one runs):
               0.5, 50 steps (25 run), CFG 7.5 (s/image at batch 1/4)
   degradation supir.degradation.apply_batch_torch on 512² GT crops (samples/s at batch 16/64)
   trainer_resume  the trainer command again with more steps: resumes from its checkpoint
+  trainer_ddp the trainer under torchrun with 2 ranks (sharing the one GPU, gloo backend)
 
 Random weights everywhere: the numbers are speed and memory, never quality.
 """
@@ -235,6 +236,25 @@ class Check:
         """The same command with more steps: resumes from the first run's checkpoint."""
         base = self._trainer_command()
         return self._train_runs(base, [("resumed", ["steps=8", "val.every=0"])])
+
+    def trainer_ddp(self) -> dict:
+        """Two DDP ranks through torchrun. One GPU here, so both share it (gloo: NCCL refuses two ranks
+        on one device): DDP wrapping, per-rank data, all-reduce and barriers on CUDA tensors, not NCCL."""
+        base = self._trainer_command()
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        base = [*launcher, *base[1:]]
+        base = [a for a in base if not a.startswith("output_dir=")]
+        run_dir = self.out / "run-ddp" if self.tiny else Path("/tmp/gpu-check-ddp")
+        device = "cpu" if self.tiny else "cuda:0"
+        extra = [
+            f"output_dir={run_dir}",
+            f"device={device}",
+            "dist_backend=gloo",
+            "steps=4",
+            "val.every=0",
+            "optim.grad_accum=1",
+        ]
+        return self._train_runs(base, [("ddp_2_ranks", extra)])
 
     def _train_runs(self, base: list[str], runs) -> dict:
         out = {}
@@ -510,6 +530,7 @@ def main() -> int:
         "negatives",
         "degradation",
         "trainer_resume",
+        "trainer_ddp",
     ]
     only = [s for s in args.only.split(",") if s] or order
     for name in order:

@@ -38,11 +38,13 @@ from supir.train_log import RunLog
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def init_distributed() -> tuple[int, int, int]:
+def init_distributed(backend: str = "auto") -> tuple[int, int, int]:
     """(rank, world size, local rank); joins the process group torchrun (or a test) described."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
     return 0, 1, 0
@@ -194,7 +196,7 @@ def train(
     echo=print,
 ) -> dict:
     """Run training; returns {"losses": per-step losses, "step", "checkpoint": last path, "model"}."""
-    rank, world, local_rank = init_distributed()
+    rank, world, local_rank = init_distributed(config.dist_backend)
     device = resolve_device(config.device, local_rank)
     torch.manual_seed(config.seed)
     parts, model, hint_encoder = build_model(config, device, rank)
@@ -297,6 +299,7 @@ def train(
         "step": step + 1 if config.steps > start_step else start_step,
         "checkpoint": last_ckpt,
         "model": model,
+        "rank": rank,
     }
 
 
@@ -317,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if result["losses"]:
+    if result["losses"] and result["rank"] == 0:
         print(
             f"done: {len(result['losses'])} steps, loss {result['losses'][0]:.4f} -> {result['losses'][-1]:.4f};"
             f" checkpoint {result['checkpoint']}"

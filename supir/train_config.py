@@ -71,6 +71,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # 0: only at the end
     resume: str | None = "auto"  # "auto": latest checkpoint in output_dir; a path; None: start fresh
     device: str = "auto"  # "auto": this rank's CUDA device if any, else CPU
+    dist_backend: str = "auto"  # under torchrun: "auto" = nccl with CUDA, else gloo; or "nccl" / "gloo"
 
 
 def _build(cls, values: dict, where: str):
@@ -129,6 +130,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     config = _build(TrainConfig, tree, "config")
     if config.optim.grad_accum < 1 or config.data.batch_size < 1 or config.steps < 0:
         raise ConfigError("optim.grad_accum and data.batch_size must be ≥ 1 and steps ≥ 0")
+    if config.dist_backend not in ("auto", "nccl", "gloo"):
+        raise ConfigError(f"dist_backend must be 'auto', 'nccl' or 'gloo', got {config.dist_backend!r}")
     if config.mixed_precision not in ("no", "bf16"):
         raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {config.mixed_precision!r}")
     return config

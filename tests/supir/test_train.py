@@ -76,6 +76,8 @@ def test_config_errors_are_actionable(tmp_path):
         load_config(tmp_path / "missing.yaml")
     assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML's "1e-4" is a string
     assert load_config("supir/configs/sdxl.yaml").optim.lr == 1e-5
+    with pytest.raises(ConfigError, match="dist_backend"):
+        load_config(None, ["dist_backend=mpi"])
     assert load_config("supir/configs/tiny.yaml", ["steps=3"]).steps == 3
 
 
