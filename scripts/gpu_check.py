@@ -262,9 +262,7 @@ class Check:
             tic = time.perf_counter()
             proc = subprocess.run([*base, *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
             (self.out / f"trainer_{name}.log").write_text(proc.stdout + proc.stderr)
-            lines = [
-                line for line in (proc.stdout + proc.stderr).strip().splitlines() if "Loading" not in line
-            ]
+            lines = _kept_lines(proc.stdout)[-15:] + _kept_lines(proc.stderr)[-10:]
             out[name] = {
                 "returncode": proc.returncode,
                 "wall_s": round(time.perf_counter() - tic, 1),
@@ -486,6 +484,10 @@ def build_random_sdxl(out: Path, device: str) -> None:
         '{"warning": "random weights, SDXL-base shapes, for speed checks"}\n'
     )
     del pipe, unet, vae, te, te2
+
+
+def _kept_lines(text: str) -> list[str]:
+    return [line for line in text.strip().splitlines() if line.strip() and "Loading" not in line]
 
 
 def gt_images(n: int):
