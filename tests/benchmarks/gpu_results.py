@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-FILES = ("gpu_check.json", "gpu_check_large_batches.json")
+FILES = ("gpu_check.json", "gpu_check_large_batches.json", "gpu_check_ddp.json")
 
 
 def last_gpu_check(*sections: str) -> dict:

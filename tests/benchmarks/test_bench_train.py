@@ -148,7 +148,7 @@ def _gpu_note():
         return {
             "available": False,
             "note": "no GPU in this run; the last GPU measurements (scripts/gpu_check.py) follow",
-            "last_gpu_check": last_gpu_check("train_real", "trainer", "trainer_resume"),
+            "last_gpu_check": last_gpu_check("train_real", "trainer", "trainer_resume", "trainer_ddp"),
         }
     from tests.benchmarks.train_gpu import measure
 
