@@ -16,7 +16,11 @@ import numpy as np
 
 def phash(rgb: np.ndarray) -> int:
     """64-bit perceptual hash: top-left 8×8 DCT coefficients of a 32×32 luma, thresholded at the median."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return phash_luma(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def phash_luma(gray: np.ndarray) -> int:
+    """:func:`phash` of an 8-bit luma image (ingest passes the luma its quality signals use)."""
     while min(gray.shape) >= 128:  # Gaussian pyramid first: a fractional area resize of the full
         gray = cv2.pyrDown(gray)  # analysis image costs ~10x more (same hash up to a bit or two)
     small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)

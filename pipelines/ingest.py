@@ -19,9 +19,10 @@ import pyarrow as pa
 from catalogs.catalog import Catalog
 from catalogs.lake import remove_temp_files, write_part
 from pipelines.decode import Rejected, decode
-from pipelines.dedup import phash, resolve_near_duplicates
+from pipelines.dedup import phash_luma, resolve_near_duplicates
 from pipelines.quality import (
     QualityThresholds,
+    analysis_luma,
     cheap_signals,
     judge,
     load_thresholds,
@@ -29,7 +30,7 @@ from pipelines.quality import (
     thresholds_from_dict,
     thresholds_to_dict,
 )
-from pipelines.runtime import Settings, init_ray, progress
+from pipelines.runtime import Settings, init_ray, progress, tune_malloc
 from pipelines.sources import expand_paths, read_bytes
 from schemas.runs import config_hash, new_run_id, utc_now
 from schemas.tables import QUALITY_SIGNALS
@@ -70,8 +71,9 @@ def scan_file(path: str, source: str, cfg: ScanConfig) -> dict:
         return {**row, "reason": rej.reason, "detail": rej.detail}
     h = decoded.header
     row.update(format=h.format, mode=h.mode, width=h.width, height=h.height)
-    row["phash"] = phash(decoded.rgb)
-    signals = cheap_signals(decoded.rgb, decoded.scale, decoded.qtables)
+    luma = analysis_luma(decoded.pixels, decoded.order)  # one luma for the hash and the signals
+    row["phash"] = phash_luma(luma)
+    signals = cheap_signals(decoded.pixels, decoded.scale, decoded.qtables, decoded.order, luma)
     for k in QUALITY_SIGNALS:
         v = signals.get(k)
         row[k] = None if v is None or math.isnan(v) else float(v)
@@ -87,6 +89,7 @@ def scan_batch(paths, sources, cfg: ScanConfig) -> list[dict]:
 
 def _scan_and_write(batch: dict, root: str, cfg: ScanConfig, run_id: str, digest: str) -> dict:
     """Ray wrapper: scan a batch, write it as one part named after its paths, return a summary."""
+    tune_malloc()
     rows = scan_batch(batch["path"], batch["source"], cfg)
     now = utc_now()
     for r in rows:

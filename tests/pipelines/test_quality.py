@@ -21,6 +21,7 @@ from pipelines.quality import (
     JUDGE_ORDER,
     Bounds,
     QualityThresholds,
+    analysis_luma,
     cheap_signals,
     estimate_jpeg_quality,
     judge,
@@ -61,6 +62,24 @@ def test_jpeg_quality_grayscale_and_zigzag_order(photo):
     natural = _pil_qtables(encode(photo, "JPEG", quality=30))
     zigzag = {k: [list(v)[i] for i in _ZIGZAG] for k, v in natural.items()}
     assert abs(estimate_jpeg_quality(zigzag) - 30) <= 2
+
+
+def test_bgr_input_and_a_given_luma_give_the_same_signals(photo):
+    # ingest hands OpenCV's BGR decode and one shared luma to cheap_signals: nothing may change.
+    bgr = np.ascontiguousarray(photo[..., ::-1])
+    reference = cheap_signals(photo, 2, None)
+    assert cheap_signals(bgr, 2, None, order="BGR") == reference
+    assert cheap_signals(bgr, 2, None, "BGR", analysis_luma(bgr, "BGR")) == reference
+
+
+def test_sharpness_does_not_depend_on_the_parity_of_the_image_size(photo):
+    # The half-scale luma is an exact 2x2 mean; an area resize by 511 -> 255 px used to blend
+    # neighbours and raised sharpness by up to 11 % for odd sizes only.
+    even = photo[:400, :510]
+    odd = photo[:401, :511]
+    s_even, s_odd = cheap_signals(even, 1, None), cheap_signals(odd, 1, None)
+    assert s_odd["sharpness"] == pytest.approx(s_even["sharpness"], rel=0.01)
+    assert s_odd["edge_density"] == pytest.approx(s_even["edge_density"], rel=0.02)
 
 
 def test_signals_have_every_column_and_none_where_unmeasurable(photo):
