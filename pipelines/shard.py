@@ -22,7 +22,7 @@ import cv2
 
 from catalogs.catalog import Catalog
 from catalogs.lake import list_parts, write_part
-from pipelines.runtime import Settings, cluster_cpus, init_ray, progress
+from pipelines.runtime import Settings, cluster_cpus, init_ray, progress, tune_malloc
 from pipelines.shard_plan import (
     GT_FORMATS,
     SamplePlan,
@@ -108,6 +108,7 @@ def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | Non
     With ``root`` the row is also written as a lake part named after the shard (a retry replaces it).
     """
     cv2.setNumThreads(1)  # one task per core: the parallelism is Ray's
+    tune_malloc()  # image-sized buffers stay on the heap (see pipelines.runtime.tune_malloc)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = out / plan.shard
