@@ -18,6 +18,7 @@ import click
 import pyarrow as pa
 from PIL import Image, ImageOps
 
+from pipelines.sources import read_bytes
 from schemas.errors import ConfigError, InputImageError
 
 # Parts queued per actor: the prefetch that hides decoding behind the model.
@@ -187,16 +188,6 @@ def part_name(prefix: str, keys) -> str:
     """A deterministic part name for a unit of work: a retried batch replaces its part."""
     digest = hashlib.sha256("\n".join(sorted(map(str, keys))).encode()).hexdigest()[:20]
     return f"{prefix}-{digest}"
-
-
-def read_bytes(path: str) -> bytes:
-    if "://" in path and not path.startswith("file://"):
-        import fsspec
-
-        with fsspec.open(path, "rb") as fh:
-            return fh.read()
-    with open(path.removeprefix("file://"), "rb") as fh:
-        return fh.read()
 
 
 def load_rgb(path: str, min_side: int | None = None) -> Image.Image:

@@ -35,6 +35,7 @@ from pipelines.shard_plan import (
     select_samples,
 )
 from pipelines.shard_sample import SampleSkipped, make_sample
+from pipelines.sources import read_bytes
 from schemas.errors import ConfigError
 from schemas.runs import new_run_id, utc_now
 from schemas.sample import SAMPLE_SPEC_VERSION, SPLITS, manifest_name
@@ -97,8 +98,8 @@ class ShardTar:
 
 def _read(sample: SamplePlan) -> bytes:
     try:
-        return Path(sample.path).read_bytes()
-    except OSError as exc:
+        return read_bytes(sample.path)
+    except (OSError, ValueError) as exc:  # fsspec raises FileNotFoundError (an OSError) for missing keys
         raise SampleSkipped("missing_file", f"{sample.path}: {exc.strerror or exc}") from None
 
 

@@ -117,10 +117,15 @@ def _default_source(arg: str) -> str:
 
 
 def read_bytes(path: str) -> bytes:
+    """The bytes of a catalog path: a local file (``file://`` allowed) or an fsspec URL (``s3://``...).
+
+    Every stage reads images through this, so a catalog ingested from an object store shards,
+    captions and scores like a local one (workers need the store's credentials in their environment).
+    """
     if is_url(path):
         import fsspec
 
         with fsspec.open(path, "rb") as fh:
             return fh.read()
-    with open(path, "rb") as fh:
+    with open(path.removeprefix("file://"), "rb") as fh:
         return fh.read()
