@@ -99,6 +99,13 @@ def test_ingest_from_s3_records_every_object_and_resumes(s3_env, tmp_path):
     count = _cli(tmp_path, env, "query", "SELECT count(*) AS n FROM scans", "--format", "csv")
     assert count.stdout.split() == ["n", str(len(photos))]  # the second run added nothing
 
+    # The accepted images are read back from the store by the shard writer (Ray workers).
+    shard = _cli(tmp_path, env, "shard", "--gt-size", "256", "--lq", "none", "--val-fraction", "0")
+    assert shard.returncode == 0, shard.stderr[-3000:]
+    assert "train: 2 samples written" in shard.stdout
+    verify = _cli(tmp_path, env, "verify")
+    assert "2 samples, 0 problems" in verify.stdout, verify.stdout + verify.stderr[-2000:]
+
 
 def test_missing_bucket_prefix_is_a_clear_error(s3_env, tmp_path):
     env, _ = s3_env
