@@ -1,12 +1,14 @@
 """Periodic validation: restore the val shards' LQ images and score them against GT.
 
-PSNR and SSIM always (computed here on [0, 1] RGB); LPIPS when pyiqa's LPIPS weights are already on
-disk (no download is ever attempted during training).
+PSNR and SSIM always (computed here on [0, 1] RGB); LPIPS when its two weight files are already on
+disk: pyiqa's LPIPS layers and torchvision's ImageNet AlexNet, which pyiqa's LPIPS always loads (no
+download is ever attempted during training; a missing file skips LPIPS with one warning).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,9 @@ from supir.prompts import NEGATIVE_PROMPTS
 from supir.sampler import SamplerConfig
 
 LPIPS_WEIGHTS = "LPIPS_v0.1_alex-df73285e.pth"  # pyiqa's file name for lpips (alex)
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet IMAGENET1K_V1, LPIPS's trunk
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -41,13 +46,28 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.tensor(np.array(values, dtype=np.float64))
 
 
-def _lpips_metric(device):
-    weights = Path(torch.hub.get_dir()) / "pyiqa" / LPIPS_WEIGHTS
-    if not weights.exists():
-        return None
-    import pyiqa
+def lpips_weight_files() -> list[Path]:
+    """Where LPIPS's two weight files must be (under ``$TORCH_HOME/hub``)."""
+    hub = Path(torch.hub.get_dir())
+    return [hub / "pyiqa" / LPIPS_WEIGHTS, hub / "checkpoints" / ALEXNET_WEIGHTS]
 
-    return pyiqa.create_metric("lpips", device=device, pretrained_model_path=str(weights))
+
+def _lpips_metric(device):
+    missing = [str(f) for f in lpips_weight_files() if not f.exists()]
+    if missing:
+        if len(missing) == 1 and "missing" not in _warned:  # one of two: the user meant to have LPIPS
+            _warned.add("missing")
+            log.warning("validation without LPIPS: %s is missing", missing[0])
+        return None
+    try:
+        import pyiqa
+
+        return pyiqa.create_metric("lpips", device=device, pretrained_model_path=str(lpips_weight_files()[0]))
+    except Exception as exc:  # noqa: BLE001 - a broken metric must not stop a training run
+        if "create" not in _warned:
+            _warned.add("create")
+            log.warning("validation without LPIPS: cannot build it (%s: %s)", type(exc).__name__, exc)
+        return None
 
 
 @torch.no_grad()

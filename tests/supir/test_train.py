@@ -69,6 +69,54 @@ def test_gradient_accumulation_and_validation(sdxl_dir, tmp_path):
     assert "val/psnr" in log and "val/ssim" in log
 
 
+@pytest.fixture
+def torch_hub(tmp_path):
+    """An empty, private torch hub folder (LPIPS weights are looked up there)."""
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(previous)
+
+
+def _random_lpips_weights(with_alexnet: bool) -> None:
+    """Random stand-ins for pyiqa's LPIPS layers and torchvision's AlexNet, where they are looked for."""
+    import torchvision
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    from supir.validation import lpips_weight_files
+
+    lpips_file, alexnet_file = lpips_weight_files()
+    alexnet_file.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), alexnet_file)
+    lpips_file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(LPIPS(pretrained=False, net="alex", version="0.1").state_dict(), lpips_file)
+    if not with_alexnet:
+        alexnet_file.unlink()
+
+
+@pytest.mark.parametrize("with_alexnet", [True, False])
+def test_validation_reports_lpips_when_its_weights_are_on_disk(sdxl_dir, tmp_path, torch_hub, caplog, with_alexnet):
+    import supir.validation
+
+    supir.validation._warned.clear()
+    _random_lpips_weights(with_alexnet)
+    lines = []
+    train(
+        tiny_config(tmp_path / "run", sdxl_dir, "steps=1", "val.every=1", "val.sampler_steps=2"),
+        batches=synthetic_batches(1, batch_size=1, size=32),
+        val_batches=synthetic_batches(1, batch_size=1, size=32, seed=9),
+        echo=lines.append,
+    )
+    validation = next(line for line in lines if "validation" in line)
+    log = (tmp_path / "run" / "log.csv").read_text()
+    if with_alexnet:
+        assert "lpips" in validation and "val/lpips" in log
+    else:  # pyiqa's LPIPS would try to download AlexNet: skipped with a warning, training goes on
+        assert "lpips" not in validation and "psnr" in validation
+        assert "alexnet-owt-7be5be79.pth is missing" in caplog.text
+
+
 def test_config_errors_are_actionable(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, ["optim.learning_rate=1e-4"])
