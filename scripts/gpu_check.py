@@ -21,7 +21,8 @@ error and the next one runs):
               0.5, 50 steps (25 run), CFG 7.5 (s/image at batch 1/4)
   degradation supir.degradation.apply_batch_torch on 512² GT crops (samples/s at batch 16/64)
   trainer_resume  the trainer command again with more steps: resumes from its checkpoint
-  trainer_ddp the trainer under torchrun with 2 ranks (sharing the one GPU, gloo backend)
+  trainer_ddp the trainer under torchrun: one rank per GPU over NCCL on a multi-GPU machine, else
+              2 ranks sharing the one GPU over gloo
 
 Random weights everywhere: the numbers are speed and memory, never quality.
 """
@@ -238,23 +239,36 @@ class Check:
         return self._train_runs(base, [("resumed", ["steps=8", "val.every=0"])])
 
     def trainer_ddp(self) -> dict:
-        """Two DDP ranks through torchrun. One GPU here, so both share it (gloo: NCCL refuses two ranks
-        on one device): DDP wrapping, per-rank data, all-reduce and barriers on CUDA tensors, not NCCL."""
+        """DDP through torchrun: one rank per GPU with NCCL when the machine has several GPUs (the
+        recipe's multi-GPU path); with one GPU, two ranks share it over gloo (NCCL refuses two ranks on
+        one device): DDP wrapping, per-rank data, all-reduce and barriers on CUDA tensors, not NCCL."""
+        gpus = 0 if self.tiny else torch.cuda.device_count()
+        ranks = min(gpus, 8) if gpus >= 2 else 2
         base = self._trainer_command()
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(ranks),
+        ]
         base = [*launcher, *base[1:]]
         base = [a for a in base if not a.startswith("output_dir=")]
         run_dir = self.out / "run-ddp" if self.tiny else Path("/tmp/gpu-check-ddp")
-        device = "cpu" if self.tiny else "cuda:0"
+        if gpus >= 2:
+            device, backend = "auto", "nccl"
+        else:
+            device, backend = ("cpu" if self.tiny else "cuda:0"), "gloo"
         extra = [
             f"output_dir={run_dir}",
             f"device={device}",
-            "dist_backend=gloo",
+            f"dist_backend={backend}",
             "steps=4",
             "val.every=0",
             "optim.grad_accum=1",
         ]
-        return self._train_runs(base, [("ddp_2_ranks", extra)])
+        return self._train_runs(base, [(f"ddp_{ranks}_ranks_{backend}", extra)])
 
     def _train_runs(self, base: list[str], runs) -> dict:
         out = {}
