@@ -32,6 +32,8 @@ from supir.prompts import CAPTION_PROMPT
 
 DEFAULT_MODEL = "llava-hf/llava-1.5-13b-hf"
 LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"  # llava-1.5's conversation format
+CPU_BATCH = 8  # --batch-size 0 on CPU
+MAX_AUTO_BATCH = 128  # --batch-size 0 on a GPU: at most this many images per generate() call
 MIN_LOOP_TOKENS = 12  # a repeated tail shorter than this is style, not a loop
 LOOP_FRACTION = 0.25  # ... unless it covers this much of the caption
 
@@ -155,6 +157,56 @@ def caption_images(model, processor, images: list, cfg: CaptionConfig) -> list[G
     return results
 
 
+def kv_cache_bytes_per_image(model, processor, cfg: CaptionConfig) -> int:
+    """GPU memory one more image in a generate() batch takes: its key/value cache at full length.
+
+    Prompt length from the processor itself (image tokens included: 576 for llava-1.5 at 336 px), plus
+    ``max_new_tokens``. For LLaVA-1.5-13B in bf16 at 128 new tokens this is 0.56 GiB; an H200 measured
+    0.55 GiB per image between batch 1 and 128 (docs/caption_negatives.md).
+    """
+    import torch
+    from PIL import Image
+
+    text = model.config.get_text_config()
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    side = processor_min_side(processor) or 336
+    prompt = processor(
+        images=[Image.new("RGB", (side, side))],
+        text=[cfg.template.format(prompt=cfg.prompt)],
+        return_tensors="pt",
+    )
+    tokens = prompt["input_ids"].shape[1] + cfg.max_new_tokens
+    itemsize = torch.tensor([], dtype=model.dtype).element_size()
+    return 2 * text.num_hidden_layers * kv_heads * head_dim * tokens * itemsize
+
+
+def auto_batch_size(model, processor, cfg: CaptionConfig, free_bytes: int | None = None) -> int:
+    """``--batch-size 0``: 8 on CPU; on a GPU as many images (1..128, rounded down to a multiple of 8
+    from 8 up) as 90 % of its free memory holds at 1.25x the KV-cache estimate (activations, slack).
+
+    The rounding keeps the choice stable when free memory moves a little between runs: batch
+    composition can change bf16 results, so a fixed ``--batch-size`` is the way to byte-identical
+    captions across different GPUs. LLaVA-1.5-13B, 256 new tokens: 56 on an 80 GB GPU, 120 on an H200.
+    """
+    import torch
+
+    if free_bytes is None:
+        if model.device.type != "cuda":
+            return CPU_BATCH
+        free_bytes = torch.cuda.mem_get_info(model.device)[0]
+    fits = int(0.9 * free_bytes // (1.25 * kv_cache_bytes_per_image(model, processor, cfg)))
+    fits = min(MAX_AUTO_BATCH, max(1, fits))
+    return fits // 8 * 8 if fits >= 8 else fits
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
 # -- the Ray wrapper --------------------------------------------------------------------------------
 def decode_for_captioning(batch: dict, min_side: int | None) -> dict:
     """CPU step ahead of the actors: decode each image at the processor's resolution."""
@@ -181,6 +233,23 @@ class CaptionActor:
         self.model_id = model_key(self.cfg.model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.processor = load_captioner(self.cfg, device)
+        if not self.batch_size:  # --batch-size 0: from this actor's free GPU memory
+            self.batch_size = auto_batch_size(self.model, self.processor, self.cfg)
+
+    def _caption(self, images: list) -> list[Generation]:
+        """caption_images, halving the batch (for this and later calls) when the GPU runs out of memory."""
+        try:
+            return caption_images(self.model, self.processor, images, self.cfg)
+        except (RuntimeError, MemoryError) as exc:
+            if len(images) == 1 or not _is_out_of_memory(exc):
+                raise
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = (len(images) + 1) // 2
+        self.batch_size = max(1, min(self.batch_size, half))
+        return self._caption(images[:half]) + self._caption(images[half:])
 
     def __call__(self, batch: dict) -> dict:
         from PIL import Image
@@ -191,7 +260,7 @@ class CaptionActor:
         for rows in chunks(len(ok), self.batch_size):
             idx = [ok[j] for j in rows]
             images = [Image.fromarray(batch["image"][i]) for i in idx]
-            generations.update(zip(idx, caption_images(self.model, self.processor, images, self.cfg)))
+            generations.update(zip(idx, self._caption(images)))
         now, rows = utc_now(), []
         for i, image_id in enumerate(ids):
             g = generations.get(i, Generation(caption="", n_tokens=0, flag="unreadable"))
@@ -283,7 +352,7 @@ def run_caption(
         )
     min_side = processor_min_side(processor)
     init_ray(settings)
-    pool = plan_actor_pool(opts)
+    pool = plan_actor_pool(opts, auto_batch=True)
     run_id = new_run_id("caption")
     catalog.record_run(run_id, "caption", {**asdict(cfg), "pool": asdict(pool)})
     echo(f"captioning {len(work)} images with {pool.actors} actor(s), run {run_id}")
@@ -326,7 +395,12 @@ def run_caption(
     "--load-in", type=click.Choice(["8bit", "4bit"]), default=None, help="Quantise with bitsandbytes (GPU)."
 )
 @click.option("--limit", type=int, default=None, help="Caption at most N pending images.")
-@pool_options(batch_size=8, part_rows=256)
+@pool_options(
+    batch_size=0,
+    part_rows=256,
+    batch_help="Images per generate() call; 0 = automatic: 8 on CPU, on a GPU as many as its free memory "
+    "holds (at most 128).",
+)
 @click.option(
     "--retry-flagged", is_flag=True, help="Also redo images whose caption was flagged (empty/repetitive)."
 )

@@ -48,7 +48,7 @@ class PoolOptions:
     gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
 
 
-def pool_options(batch_size: int, part_rows: int):
+def pool_options(batch_size: int, part_rows: int, batch_help: str = "Rows per model call."):
     """The click options every model stage shares (--batch-size, --part-rows, --actors, --gpus-per-actor)."""
 
     def decorate(command):
@@ -59,7 +59,7 @@ def pool_options(batch_size: int, part_rows: int):
                     type=int,
                     default=batch_size,
                     show_default=True,
-                    help="Rows per model call.",
+                    help=batch_help,
                 ),
                 click.option(
                     "--part-rows",
@@ -85,19 +85,21 @@ def pool_options(batch_size: int, part_rows: int):
     return decorate
 
 
-def plan_actor_pool(opts: PoolOptions, cpu_threads: int | None = None) -> ActorPool:
+def plan_actor_pool(opts: PoolOptions, cpu_threads: int | None = None, auto_batch: bool = False) -> ActorPool:
     """Size the pool from the cluster: one actor per GPU (or per ``gpus_per_actor``), else CPU actors.
 
     Actors never hold every CPU: on a small machine decode tasks would starve and the dataset hang.
     ``cpu_threads`` pins the intra-op threads of CPU actors (CPU float results depend on the thread
     count), and CPU actors are then as many as fit; without it one CPU actor uses the cluster.
+    ``auto_batch``: the stage accepts ``--batch-size 0`` and sizes batches in its actors.
     """
     from pipelines.runtime import cluster_cpus, cluster_gpus
 
     actors, gpus_per_actor = opts.actors, opts.gpus_per_actor
-    if opts.batch_size < 1 or opts.part_rows < 1:
+    if opts.batch_size < (0 if auto_batch else 1) or opts.part_rows < 1:
+        least = "0 (automatic)" if auto_batch else "1"
         raise ConfigError(
-            f"--batch-size and --part-rows must be >= 1, got {opts.batch_size} and {opts.part_rows}"
+            f"--batch-size must be >= {least} and --part-rows >= 1, got {opts.batch_size} and {opts.part_rows}"
         )
     if actors is not None and actors < 1:
         raise ConfigError(f"--actors must be >= 1, got {actors}")

@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import skimage.data
@@ -17,9 +18,13 @@ from PIL import Image
 from catalogs.catalog import Catalog
 from catalogs.lake import list_parts
 from pipelines.caption import (
+    MAX_AUTO_BATCH,
+    CaptionActor,
     CaptionConfig,
+    auto_batch_size,
     caption_images,
     degenerate_flag,
+    kv_cache_bytes_per_image,
     load_captioner,
     pending_images,
     processor_min_side,
@@ -138,6 +143,57 @@ def test_batched_equals_unbatched(tmp_path, tiny_models):
     one_by_one = [caption_images(model, processor, [img], cfg)[0] for img in images]
     assert batched == one_by_one
     assert len({g.caption for g in batched}) > 1
+
+
+@one_thread()
+def test_kv_cache_estimate_matches_the_cache_generate_builds(tiny_models):
+    cfg = CaptionConfig(model=str(tiny_models["llava"]), max_new_tokens=12)
+    model, processor = load_captioner(cfg)
+    side = processor_min_side(processor)
+    inputs = processor(images=[Image.new("RGB", (side, side))], text=[cfg.template.format(prompt=cfg.prompt)],
+                       return_tensors="pt")  # fmt: skip
+    out = model.generate(**inputs, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                         return_dict_in_generate=True)  # fmt: skip
+    cache = getattr(out, "cache", None) or out.past_key_values
+    actual = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+    estimate = kv_cache_bytes_per_image(model, processor, cfg)
+    assert actual <= estimate <= 1.05 * actual  # the estimate counts the last token's slot too
+
+    assert auto_batch_size(model, processor, cfg) == 8  # on CPU
+    assert auto_batch_size(model, processor, cfg, free_bytes=10 * estimate) == 7  # 0.9 x 10 / 1.25
+    assert auto_batch_size(model, processor, cfg, free_bytes=30 * estimate) == 16  # 21.6 -> a multiple of 8
+    assert auto_batch_size(model, processor, cfg, free_bytes=estimate // 10) == 1
+    assert auto_batch_size(model, processor, cfg, free_bytes=10**6 * estimate) == MAX_AUTO_BATCH
+
+
+@one_thread()
+def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, tiny_models):
+    rows = make_catalog(tmp_path, 5)
+    cfg = CaptionConfig(model=str(tiny_models["llava"]), max_new_tokens=12)
+    actor = CaptionActor(vars(cfg), str(tmp_path / "root"), "run-oom", torch_threads=1, batch_size=0)
+    assert actor.batch_size == 8  # automatic, on CPU
+    side = processor_min_side(actor.processor)
+    batch = {"image_id": [r["image_id"] for r in rows], "path": [r["path"] for r in rows],
+             "image": [np.asarray(load_rgb(r["path"], side)) for r in rows], "error": [""] * 5}  # fmt: skip
+    expected = caption_images(actor.model, actor.processor, [Image.fromarray(i) for i in batch["image"]], cfg)
+
+    generate = actor.model.generate
+    calls = []
+
+    def small_gpu(**inputs):  # a GPU that holds 2 images per call
+        n = len(inputs["input_ids"])
+        calls.append((n, n <= 2))
+        if n > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return generate(**inputs)
+
+    actor.model.generate = small_gpu
+    summary = actor(batch)
+    assert list(summary["flag"]) == [g.flag or "" for g in expected]
+    assert actor.batch_size == 2 and calls[0] == (5, False)
+    assert sum(n for n, ok in calls if ok) == 5  # every image captioned exactly once
+    (part,) = list_parts(tmp_path / "root", "captions")
+    assert pq.read_table(part).column("caption").to_pylist() == [g.caption for g in expected]
 
 
 def test_degenerate_generations_are_flagged():
