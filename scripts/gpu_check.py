@@ -21,6 +21,7 @@ error and the next one runs):
               0.5, 50 steps (25 run), CFG 7.5 (s/image at batch 1/4)
   degradation supir.degradation.apply_batch_torch on 512² GT crops (samples/s at batch 16/64)
   trainer_resume  the trainer command again with more steps: resumes from its checkpoint
+  caption_auto  the caption stage's automatic batch (--batch-size 0) from free memory, at 256 tokens
   trainer_ddp the trainer under torchrun: one rank per GPU over NCCL on a multi-GPU machine, else
               2 ranks sharing the one GPU over gloo
 
@@ -289,6 +290,40 @@ class Check:
         return out
 
     def caption(self) -> dict:
+        model, processor, build_s = self._random_llava()
+        return self._caption_batches(model, processor, build_s)
+
+    def caption_auto(self) -> dict:
+        """`--batch-size 0`: the batch the actor would pick from free memory, run at full length."""
+        from pipelines.caption import CaptionConfig, auto_batch_size, caption_images, kv_cache_bytes_per_image
+
+        model, processor, _ = self._random_llava()
+        tokens = 256  # the stage's default --max-new-tokens
+        model.generation_config.min_new_tokens = tokens
+        cfg = CaptionConfig(model="random-llava-1.5-13b", max_new_tokens=tokens)
+        free = torch.cuda.mem_get_info()[0] if self.device == "cuda" else None
+        per_image = kv_cache_bytes_per_image(model, processor, cfg)
+        batch = auto_batch_size(
+            model, processor, cfg, free_bytes=free if self.device == "cuda" else 64 * per_image
+        )
+        self.reset_peak()
+        self.sync()
+        tic = time.perf_counter()
+        gens = caption_images(model, processor, gt_images(batch), cfg)
+        self.sync()
+        s = time.perf_counter() - tic
+        return {
+            "free_gib_before": round(free / 2**30, 1) if free else None,
+            "kv_estimate_gib_per_image": round(per_image / 2**30, 3),
+            "auto_batch": batch,
+            "new_tokens": tokens,
+            "seconds": round(s, 2),
+            "images_per_s": round(batch / s, 3),
+            "tokens_generated": sum(g.n_tokens for g in gens),
+            "peak_memory_gib": self.peak(),
+        }
+
+    def _random_llava(self):
         from transformers import (
             CLIPImageProcessor,
             LlavaConfig,
@@ -296,7 +331,6 @@ class Check:
             LlavaProcessor,
         )
 
-        from pipelines.caption import CaptionConfig, caption_images
         from pipelines.tiny_models import IMAGE_TOKEN, SPECIAL_TOKENS, _tiny_tokenizer
 
         tokenizer = _tiny_tokenizer()
@@ -350,7 +384,11 @@ class Check:
         torch.manual_seed(0)
         with torch.device(self.device):
             model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
-        build_s = time.perf_counter() - tic
+        return model, processor, time.perf_counter() - tic
+
+    def _caption_batches(self, model, processor, build_s: float) -> dict:
+        from pipelines.caption import CaptionConfig, caption_images
+
         tokens = 128
         model.generation_config.min_new_tokens = tokens  # random weights: fix the caption length
         cfg = CaptionConfig(model="random-llava-1.5-13b", max_new_tokens=tokens)
@@ -547,6 +585,7 @@ def main() -> int:
         "degradation",
         "trainer_resume",
         "trainer_ddp",
+        "caption_auto",
     ]
     only = [s for s in args.only.split(",") if s] or order
     for name in order:
