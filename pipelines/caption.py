@@ -34,6 +34,7 @@ DEFAULT_MODEL = "llava-hf/llava-1.5-13b-hf"
 LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"  # llava-1.5's conversation format
 CPU_BATCH = 8  # --batch-size 0 on CPU
 MAX_AUTO_BATCH = 128  # --batch-size 0 on a GPU: at most this many images per generate() call
+AUTO_MEMORY_FRACTION = 0.6  # of the free GPU memory budgeted for KV caches (see auto_batch_size)
 MIN_LOOP_TOKENS = 12  # a repeated tail shorter than this is style, not a loop
 LOOP_FRACTION = 0.25  # ... unless it covers this much of the caption
 
@@ -184,11 +185,13 @@ def kv_cache_bytes_per_image(model, processor, cfg: CaptionConfig) -> int:
 
 def auto_batch_size(model, processor, cfg: CaptionConfig, free_bytes: int | None = None) -> int:
     """``--batch-size 0``: 8 on CPU; on a GPU as many images (1..128, rounded down to a multiple of 8
-    from 8 up) as 90 % of its free memory holds at 1.25x the KV-cache estimate (activations, slack).
+    from 8 up) as 60 % of its free memory holds at 1.25x the KV-cache estimate.
 
-    The rounding keeps the choice stable when free memory moves a little between runs: batch
-    composition can change bf16 results, so a fixed ``--batch-size`` is the way to byte-identical
-    captions across different GPUs. LLaVA-1.5-13B, 256 new tokens: 56 on an 80 GB GPU, 120 on an H200.
+    The margin is wide on purpose. On an H200 (LLaVA-1.5-13B shape, 256 new tokens) a batch sized
+    from 90 % of free memory (120 images) ran out of memory twice: the KV cache was as estimated, but
+    prefill activations and allocator fragmentation held another ~40 GiB. The OOM fallback of
+    :class:`CaptionActor` (halve and retry) is the safety net; a fixed ``--batch-size`` is the way to
+    byte-identical captions across GPU types (batch composition can change bf16 results).
     """
     import torch
 
@@ -196,7 +199,7 @@ def auto_batch_size(model, processor, cfg: CaptionConfig, free_bytes: int | None
         if model.device.type != "cuda":
             return CPU_BATCH
         free_bytes = torch.cuda.mem_get_info(model.device)[0]
-    fits = int(0.9 * free_bytes // (1.25 * kv_cache_bytes_per_image(model, processor, cfg)))
+    fits = int(AUTO_MEMORY_FRACTION * free_bytes // (1.25 * kv_cache_bytes_per_image(model, processor, cfg)))
     fits = min(MAX_AUTO_BATCH, max(1, fits))
     return fits // 8 * 8 if fits >= 8 else fits
 
@@ -396,10 +399,10 @@ def run_caption(
 )
 @click.option("--limit", type=int, default=None, help="Caption at most N pending images.")
 @pool_options(
-    batch_size=0,
+    batch_size=8,
     part_rows=256,
-    batch_help="Images per generate() call; 0 = automatic: 8 on CPU, on a GPU as many as its free memory "
-    "holds (at most 128).",
+    batch_help="Images per generate() call; 0 = automatic: 8 on CPU, on a GPU sized from its free memory "
+    "(at most 128). A GPU out-of-memory error halves the batch.",
 )
 @click.option(
     "--retry-flagged", is_flag=True, help="Also redo images whose caption was flagged (empty/repetitive)."

@@ -160,8 +160,8 @@ def test_kv_cache_estimate_matches_the_cache_generate_builds(tiny_models):
     assert actual <= estimate <= 1.05 * actual  # the estimate counts the last token's slot too
 
     assert auto_batch_size(model, processor, cfg) == 8  # on CPU
-    assert auto_batch_size(model, processor, cfg, free_bytes=10 * estimate) == 7  # 0.9 x 10 / 1.25
-    assert auto_batch_size(model, processor, cfg, free_bytes=30 * estimate) == 16  # 21.6 -> a multiple of 8
+    assert auto_batch_size(model, processor, cfg, free_bytes=10 * estimate) == 4  # 0.6 x 10 / 1.25
+    assert auto_batch_size(model, processor, cfg, free_bytes=50 * estimate) == 24  # 0.6 x 50 / 1.25
     assert auto_batch_size(model, processor, cfg, free_bytes=estimate // 10) == 1
     assert auto_batch_size(model, processor, cfg, free_bytes=10**6 * estimate) == MAX_AUTO_BATCH
 
