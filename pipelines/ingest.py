@@ -7,6 +7,7 @@ whole catalog in the driver and write `decisions`. A killed run is finished by r
 """
 
 import hashlib
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -21,11 +22,13 @@ from catalogs.lake import remove_temp_files, write_part
 from pipelines.decode import Rejected, decode
 from pipelines.dedup import phash_luma, resolve_near_duplicates
 from pipelines.quality import (
+    SIGNALS_VERSION,
     QualityThresholds,
     analysis_luma,
     cheap_signals,
     judge,
     load_thresholds,
+    migrate_thresholds,
     quality_reason_sql,
     thresholds_from_dict,
     thresholds_to_dict,
@@ -40,6 +43,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_NEAR_DUP_DISTANCE = 4  # Hamming distance between 64-bit perceptual hashes
 
 
+log = logging.getLogger(__name__)
+
 @dataclass(frozen=True)
 class ScanConfig:
     """Everything a worker needs to scan a file (picklable, hashed into the rows)."""
@@ -50,7 +55,9 @@ class ScanConfig:
 
     def digest(self) -> str:
         """Hash of what determines a `scans` row (thresholds don't: the catalog judges at query time)."""
-        return config_hash({"min_side": self.min_side, "max_pixels": self.max_pixels})
+        return config_hash(
+            {"min_side": self.min_side, "max_pixels": self.max_pixels, "signals_version": SIGNALS_VERSION}
+        )
 
 
 def scan_file(path: str, source: str, cfg: ScanConfig) -> dict:
@@ -140,7 +147,7 @@ def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = Tr
     thresholds = resolve_thresholds(catalog, opts.config_file)
     opts = replace(opts, scan=replace(opts.scan, thresholds=thresholds))
     catalog.update_settings(quality_thresholds=thresholds_to_dict(thresholds),
-                            quality_reason_sql=quality_reason_sql(thresholds))
+                            quality_reason_sql=quality_reason_sql(thresholds), signals_version=SIGNALS_VERSION)
     remove_temp_files(catalog.root)
     catalog.refresh()
     todo = pending_paths(catalog, inputs)
@@ -193,8 +200,22 @@ def resolve_thresholds(catalog: Catalog, config_file: str | None) -> QualityThre
     """
     if config_file:
         return load_thresholds(config_file)
-    stored = catalog.settings().get("quality_thresholds")
-    return thresholds_from_dict(stored, load_thresholds()) if stored else load_thresholds()
+    settings = catalog.settings()
+    stored, defaults = settings.get("quality_thresholds"), load_thresholds()
+    if not stored:
+        return defaults
+    thresholds = thresholds_from_dict(stored, defaults)
+    version = settings.get("signals_version", 1)
+    if version < SIGNALS_VERSION:
+        thresholds, changes = migrate_thresholds(thresholds, version, defaults)
+        for line in changes:
+            log.warning(
+                "catalog thresholds from signals v%d: %s; rows scanned before keep their old values "
+                "(re-ingest into a new --root to recompute them)",
+                version,
+                line,
+            )
+    return thresholds
 
 
 def _drain(ds, total: int, reasons: dict[str, int], show: bool) -> None:

@@ -28,7 +28,7 @@ Images under 16 px get NULL detail signals (nothing to judge), only colour and c
 """
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import cv2
@@ -45,6 +45,12 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality.yaml"
 JUDGE_ORDER = ("jpeg_quality", "blockiness", "noise_sigma", "sharpness", "edge_density", "clipping", "colorfulness")
 assert sorted(JUDGE_ORDER) == sorted(QUALITY_SIGNALS)
 
+# The definition of the signals. 2 (2026-11-26): the half-scale luma behind sharpness and edge_density
+# is an exact 2x2 mean (1 blended neighbours for odd image sizes, up to +11 % sharpness). Recorded in
+# each scans row's config_hash and in the catalog settings; see migrate_thresholds.
+SIGNALS_VERSION = 2
+# Default bounds a signals version recalibrated: {version: {(signal, side): the previous default}}.
+_RECALIBRATED = {2: {("sharpness", "min"): 0.465}}
 _MIN_DETAIL_SIDE = 16  # below this the detail signals (sharpness, noise, edges, blocks) are NULL
 EDGE_THRESHOLD = 24.0  # Sobel magnitude (scaled so a luma step of height A gives A) counted as an edge
 _MAD_TO_SIGMA = 1.0 / (0.6745 * 6.0)  # Immerkær's kernel has L2 norm 6; median|N(0,1)| = 0.6745
@@ -239,6 +245,25 @@ class QualityThresholds:
 
 
 assert {f.name for f in fields(QualityThresholds)} == {*QUALITY_SIGNALS, "iqa"}
+
+
+def migrate_thresholds(
+    stored: QualityThresholds, from_version: int, defaults: QualityThresholds
+) -> tuple[QualityThresholds, list[str]]:
+    """Thresholds a catalog stored under an older signals version, for the current signals.
+
+    A bound that still equals the default of its time follows the recalibrated default; a bound the
+    user chose (any other value) is kept. Returns the thresholds and one line per change.
+    """
+    changes = []
+    for version in range(from_version + 1, SIGNALS_VERSION + 1):
+        for (signal, side), old_default in _RECALIBRATED.get(version, {}).items():
+            bounds = getattr(stored, signal)
+            new_default = getattr(getattr(defaults, signal), side)
+            if getattr(bounds, side) == old_default and new_default != old_default:
+                stored = replace(stored, **{signal: replace(bounds, **{side: new_default})})
+                changes.append(f"{signal} {side} {old_default} -> {new_default} (signals v{version})")
+    return stored, changes
 
 
 def _bounds(where: str, value, base: Bounds) -> Bounds:

@@ -99,8 +99,10 @@ class ShardTar:
 def _read(sample: SamplePlan) -> bytes:
     try:
         return read_bytes(sample.path)
-    except (OSError, ValueError) as exc:  # fsspec raises FileNotFoundError (an OSError) for missing keys
+    except OSError as exc:  # fsspec raises FileNotFoundError (an OSError) for missing keys too
         raise SampleSkipped("missing_file", f"{sample.path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an unknown URL scheme, a NUL in a path...
+        raise SampleSkipped("unreadable", f"{sample.path}: {exc}") from None
 
 
 def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "") -> dict:

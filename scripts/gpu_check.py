@@ -36,6 +36,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -203,12 +204,13 @@ class Check:
         }
 
     def trainer(self) -> dict:
+        shutil.rmtree(self._run_dir(), ignore_errors=True)  # a rerun on a warm machine starts afresh
         return self._train_runs(self._trainer_command(), [("first", ["steps=6", "val.every=6"])])
 
     def _trainer_command(self) -> list[str]:
         if self.sdxl is None:
             raise RuntimeError("no SDXL folder (the sdxl_folder section failed)")
-        run_dir = self.out / "run-sdxl" if self.tiny else Path("/tmp/gpu-check-run")
+        run_dir = self._run_dir()
         base = [
             sys.executable,
             "-m",
@@ -234,6 +236,9 @@ class Check:
             base += ["model.adaptor_depth=[1,1]", "data.resolution=64", "device=cpu", "data.num_workers=0"]
         return base
 
+    def _run_dir(self) -> Path:
+        return self.out / "run-sdxl" if self.tiny else Path("/tmp/gpu-check-run")
+
     def trainer_resume(self) -> dict:
         """The same command with more steps: resumes from the first run's checkpoint."""
         base = self._trainer_command()
@@ -257,6 +262,7 @@ class Check:
         base = [*launcher, *base[1:]]
         base = [a for a in base if not a.startswith("output_dir=")]
         run_dir = self.out / "run-ddp" if self.tiny else Path("/tmp/gpu-check-ddp")
+        shutil.rmtree(run_dir, ignore_errors=True)
         if gpus >= 2:
             device, backend = "auto", "nccl"
         else:

@@ -205,6 +205,8 @@ class ShardLoader:
                 raise ConfigError(f"worker_start_method: {exc}") from None
         if config.num_workers > 0:
             loader_args["multiprocessing_context"] = context
+        else:  # no workers: a spawn-context counter would start a resource-tracker process for nothing
+            context = multiprocessing.get_context()
         self.dataset = ShardDataset(config, self.urls, rank, world_size, context)
         self.dataloader = DataLoader(
             self.dataset, batch_size=None, num_workers=config.num_workers, **loader_args

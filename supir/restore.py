@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="frozen SDXL weights (auto: bfloat16 on CUDA, float32 on CPU); the VAE stays float32",
+        help="frozen SDXL weights (auto: bfloat16 on CUDA, float16 on GPUs without bf16, float32 on CPU); "
+        "the VAE stays float32",
     )
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
@@ -162,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"input {args.input} does not exist")
         if not inputs:
             raise ConfigError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.input}")
-        dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
+        dtype = args.dtype
+        if dtype == "auto":
+            cuda = args.device.startswith("cuda")
+            dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32"
         parts, model = load_restorer(args.checkpoint, args.pretrained, args.device, getattr(torch, dtype))
         sampler = SamplerConfig(
             steps=args.steps,

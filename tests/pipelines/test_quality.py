@@ -203,3 +203,22 @@ def test_calibration_at_2048_compression_and_noise():
     clean = {name: verdicts[name, "clean"] for name in PHOTOS}
     assert clean.pop("hubble_deep_field.jpg") == "low_quality:noise_sigma"
     assert set(clean.values()) == {"accepted"}
+
+
+def test_thresholds_stored_under_the_old_signals_follow_the_recalibration(tmp_path, caplog):
+    from catalogs.catalog import Catalog
+    from pipelines.ingest import resolve_thresholds
+    from pipelines.quality import SIGNALS_VERSION, migrate_thresholds, thresholds_to_dict
+
+    defaults = load_thresholds()
+    old = thresholds_to_dict(defaults)
+    old["sharpness"]["min"] = 0.465  # what a catalog scanned with signals v1 stored
+    catalog = Catalog(str(tmp_path))
+    catalog.update_settings(quality_thresholds=old)
+    assert resolve_thresholds(catalog, None).sharpness.min == defaults.sharpness.min == 0.442
+    assert "sharpness min 0.465 -> 0.442" in caplog.text
+    # a bound the user chose is theirs; the current version migrates nothing
+    chosen = QualityThresholds(sharpness=Bounds(min=0.5))
+    assert migrate_thresholds(chosen, 1, defaults) == (chosen, [])
+    catalog.update_settings(signals_version=SIGNALS_VERSION)
+    assert resolve_thresholds(catalog, None).sharpness.min == 0.465  # stored under v2: kept as stored

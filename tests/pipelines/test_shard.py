@@ -305,3 +305,18 @@ def test_shard_tar_bytes_equal_webdatasets_tarwriter():
     tar.close()
     assert ours.getvalue() == theirs.getvalue() and tar.size == len(ours.getvalue())
     assert tar.sha256.hexdigest() == hashlib.sha256(theirs.getvalue()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "path,reason",
+    [("/no/such/file.jpg", "missing_file"), ("nosuchproto://bucket/x.jpg", "unreadable"), ("/bad\0path", "unreadable")],
+)
+def test_unreadable_sources_are_skipped_with_a_reason(path, reason):
+    import dataclasses
+
+    from pipelines.shard import _read
+    from pipelines.shard_sample import SampleSkipped
+
+    with pytest.raises(SampleSkipped) as info:
+        _read(dataclasses.replace(_sample_plan(8, 8), path=path))
+    assert info.value.reason == reason
