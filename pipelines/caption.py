@@ -19,7 +19,6 @@ from catalogs.catalog import Catalog
 from catalogs.lake import write_part
 from pipelines.model_stage import (
     PoolOptions,
-    chunks,
     load_rgb,
     part_name,
     plan_actor_pool,
@@ -260,10 +259,12 @@ class CaptionActor:
         ids = [str(i) for i in batch["image_id"]]
         ok = [i for i, err in enumerate(batch["error"]) if not err]
         generations = {}
-        for rows in chunks(len(ok), self.batch_size):
-            idx = [ok[j] for j in rows]
+        start = 0
+        while start < len(ok):  # chunk by the current batch size: an OOM shrinks it for what follows
+            idx = ok[start : start + self.batch_size]
             images = [Image.fromarray(batch["image"][i]) for i in idx]
             generations.update(zip(idx, self._caption(images)))
+            start += len(idx)
         now, rows = utc_now(), []
         for i, image_id in enumerate(ids):
             g = generations.get(i, Generation(caption="", n_tokens=0, flag="unreadable"))

@@ -195,6 +195,14 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, tiny_models)
     (part,) = list_parts(tmp_path / "root", "captions")
     assert pq.read_table(part).column("caption").to_pylist() == [g.caption for g in expected]
 
+    # The next call chunks by the smaller size from the start: no second out-of-memory.
+    calls.clear()
+    actor.batch_size = 4  # as if the GPU had been sized for 4
+    more = {k: list(v) * 2 for k, v in batch.items()}  # 10 images, in one actor call
+    more["image_id"] = [f"{i}-{k}" for k, i in enumerate(more["image_id"])]
+    assert len(actor(more)["flag"]) == 10
+    assert [ok for _, ok in calls].count(False) == 1 and actor.batch_size == 2
+
 
 def test_degenerate_generations_are_flagged():
     assert degenerate_flag("  ", [], hit_limit=False) == "empty"
