@@ -45,6 +45,7 @@ DEFAULT_NEAR_DUP_DISTANCE = 4  # Hamming distance between 64-bit perceptual hash
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ScanConfig:
     """Everything a worker needs to scan a file (picklable, hashed into the rows)."""

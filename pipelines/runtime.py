@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
-_malloc_tuned = False
+_malloc_tuned: bool | None = None  # None: not tried yet in this process
 
 
 def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20) -> bool:
@@ -23,17 +23,17 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20)
     for the rest of the worker process's life.
     """
     global _malloc_tuned
-    if _malloc_tuned:
-        return True
+    if _malloc_tuned is not None:  # once per process: every scan task calls this, success or not
+        return _malloc_tuned
     if not (0 < mmap_threshold < 2**31 and 0 < trim_threshold < 2**31):
         raise ValueError("malloc thresholds must be positive and below 2 GiB (C int)")
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
         trim_ok = libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+        _malloc_tuned = bool(mmap_ok and trim_ok)
     except (OSError, AttributeError):  # not glibc (macOS): nothing to tune
-        return False
-    _malloc_tuned = bool(mmap_ok and trim_ok)
+        _malloc_tuned = False
     return _malloc_tuned
 
 
