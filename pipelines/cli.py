@@ -12,20 +12,20 @@ import sys
 import click
 from rich.console import Console
 
-from pipelines.runtime import Settings
+from pipelines.engine.runtime import Settings
 from schemas.errors import SupirDataError
 
 COMMANDS = {
-    "ingest": "pipelines.ingest:ingest_command",
-    "status": "pipelines.report:status_command",
-    "query": "pipelines.report:query_command",
-    "caption": "pipelines.caption:caption_command",
-    "negatives": "pipelines.negatives:negatives_command",
-    "make-tiny-models": "pipelines.tiny_models:make_tiny_models_command",
-    "shard": "pipelines.shard:shard_command",
-    "verify": "pipelines.verify:verify_command",
-    "degrade-preview": "pipelines.preview:degrade_preview_command",
-    "make-demo-corpus": "pipelines.demo_corpus:make_demo_corpus_command",
+    "ingest": "pipelines.ingest.command:ingest_command",
+    "status": "pipelines.status.command:status_command",
+    "query": "pipelines.status.command:query_command",
+    "caption": "pipelines.caption.command:caption_command",
+    "negatives": "pipelines.negatives.command:negatives_command",
+    "make-tiny-models": "pipelines.devtools.tiny_models:make_tiny_models_command",
+    "shard": "pipelines.shard.command:shard_command",
+    "verify": "pipelines.shard.verify:verify_command",
+    "degrade-preview": "pipelines.devtools.preview:degrade_preview_command",
+    "make-demo-corpus": "pipelines.devtools.demo_corpus:make_demo_corpus_command",
 }
 
 err_console = Console(stderr=True)

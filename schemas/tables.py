@@ -8,7 +8,7 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 
-# Cheap quality signals measured by `ingest` on a reduced-size decode (see pipelines/quality.py).
+# Cheap quality signals measured by `ingest` on a reduced-size decode (see pipelines/ingest/quality.py).
 QUALITY_SIGNALS = (
     "sharpness",  # Laplacian RMS at the analysis scale / at half of it (scale-invariant detail ratio)
     "noise_sigma",  # estimated Gaussian noise sigma on 0..255 luma, at full resolution

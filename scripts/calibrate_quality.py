@@ -2,8 +2,8 @@
 
 For each scikit-image photo upscaled to SIDE px (short side), the clean copy (JPEG q95) and the four
 degradations applied after the upscale (Gaussian blur σ=2, JPEG q15, RGB noise σ=20, 4× down-then-up)
-are encoded, decoded by `pipelines.decode.decode` exactly as ingest does, measured by
-`pipelines.quality.cheap_signals` and judged with the default thresholds (or --config).
+are encoded, decoded by `pipelines.ingest.decode.decode` exactly as ingest does, measured by
+`pipelines.ingest.quality.cheap_signals` and judged with the default thresholds (or --config).
 
     .venv/bin/python scripts/calibrate_quality.py --side 1024 --side 2048 --markdown docs/calibration.md
 """
@@ -17,9 +17,16 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.decode import decode  # noqa: E402
-from pipelines.demo_corpus import DEGRADATIONS, PHOTOS, degraded_bytes, encode, load_photo, upscale_to  # noqa: E402
-from pipelines.quality import JUDGE_ORDER, cheap_signals, judge, load_thresholds  # noqa: E402
+from pipelines.devtools.demo_corpus import (  # noqa: E402
+    DEGRADATIONS,
+    PHOTOS,
+    degraded_bytes,
+    encode,
+    load_photo,
+    upscale_to,
+)
+from pipelines.ingest.decode import decode  # noqa: E402
+from pipelines.ingest.quality import JUDGE_ORDER, cheap_signals, judge, load_thresholds  # noqa: E402
 
 COLUMNS = ("sharpness", "noise_sigma", "jpeg_quality", "blockiness", "edge_density", "clipping", "colorfulness")
 

@@ -15,9 +15,9 @@ error and the next one runs):
   trainer     `python -m supir.train --config supir/configs/sdxl.yaml` on that folder and the demo
               train shards: the recipe's code path (bf16 frozen SDXL, gradient checkpointing, reader
               workers, validation sampler)
-  caption     pipelines.caption.caption_images with a random LLaVA-1.5-13B-shaped model in bf16:
+  caption     pipelines.caption.command.caption_images with a random LLaVA-1.5-13B-shaped model in bf16:
               batched greedy generation of a fixed number of tokens (images/s at batch 1/8/32)
-  negatives   pipelines.negatives: load_sdedit_pipeline on the folder + sdedit at 1024², strength
+  negatives   pipelines.negatives.command: load_sdedit_pipeline on the folder + sdedit at 1024², strength
               0.5, 50 steps (25 run), CFG 7.5 (s/image at batch 1/4)
   degradation supir.degradation.apply_batch_torch on 512² GT crops (samples/s at batch 16/64)
   trainer_resume  the trainer command again with more steps: resumes from its checkpoint
@@ -301,7 +301,12 @@ class Check:
 
     def caption_auto(self) -> dict:
         """`--batch-size 0`: the batch the actor would pick from free memory, run at full length."""
-        from pipelines.caption import CaptionConfig, auto_batch_size, caption_images, kv_cache_bytes_per_image
+        from pipelines.caption.command import (
+            CaptionConfig,
+            auto_batch_size,
+            caption_images,
+            kv_cache_bytes_per_image,
+        )
 
         model, processor, _ = self._random_llava()
         tokens = 256  # the stage's default --max-new-tokens
@@ -337,7 +342,7 @@ class Check:
             LlavaProcessor,
         )
 
-        from pipelines.tiny_models import IMAGE_TOKEN, SPECIAL_TOKENS, _tiny_tokenizer
+        from pipelines.devtools.tiny_models import IMAGE_TOKEN, SPECIAL_TOKENS, _tiny_tokenizer
 
         tokenizer = _tiny_tokenizer()
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in [*SPECIAL_TOKENS, IMAGE_TOKEN]}
@@ -393,7 +398,7 @@ class Check:
         return model, processor, time.perf_counter() - tic
 
     def _caption_batches(self, model, processor, build_s: float) -> dict:
-        from pipelines.caption import CaptionConfig, caption_images
+        from pipelines.caption.command import CaptionConfig, caption_images
 
         tokens = 128
         model.generation_config.min_new_tokens = tokens  # random weights: fix the caption length
@@ -425,7 +430,7 @@ class Check:
         return out
 
     def negatives(self) -> dict:
-        from pipelines.negatives import (
+        from pipelines.negatives.command import (
             NegativeConfig,
             fit_source,
             load_sdedit_pipeline,

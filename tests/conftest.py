@@ -15,7 +15,7 @@ def ray_cluster():
     """One local Ray (2 CPUs) shared by every test that needs it; the CLI reuses it."""
     import ray
 
-    from pipelines.runtime import Settings, init_ray
+    from pipelines.engine.runtime import Settings, init_ray
 
     init_ray(Settings(root=".", num_cpus=2))
     yield ray
@@ -47,6 +47,6 @@ def run_cli():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random LLaVA and SDXL (``{"llava": path, "sdxl": path}``), built once per session."""
-    from pipelines.tiny_models import build_tiny_models
+    from pipelines.devtools.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))

@@ -20,8 +20,8 @@ from PIL import Image
 
 from catalogs.catalog import Catalog
 from catalogs.lake import list_parts
-from pipelines.caption import CaptionConfig, caption_images, load_captioner, processor_min_side
-from pipelines.model_stage import chunks, load_rgb
+from pipelines.caption.command import CaptionConfig, caption_images, load_captioner, processor_min_side
+from pipelines.engine.actors import chunks, load_rgb
 from schemas.runs import utc_now
 from tests.scan_rows import register_scans, scan_row
 

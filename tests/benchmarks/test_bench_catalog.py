@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import write_part
-from pipelines.report import status_rows
+from pipelines.status.command import status_rows
 
 RESULTS = Path(__file__).parent / "results" / "catalog.json"
 ROWS = int(os.environ.get("SUPIR_BENCH_CATALOG_ROWS", 20_000_000))
@@ -65,7 +65,7 @@ def test_catalog_scale(tmp_path):
     build_s = time.perf_counter() - t0
     catalog = Catalog(tmp_path)
     # the default thresholds, judged by the views at query time (as after a real ingest)
-    from pipelines.quality import load_thresholds, quality_reason_sql
+    from pipelines.ingest.quality import load_thresholds, quality_reason_sql
 
     catalog.update_settings(quality_reason_sql=quality_reason_sql(load_thresholds()))
     catalog.refresh()

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from pipelines.ingest import IngestOptions, run_ingest
-from pipelines.runtime import Settings, init_ray
+from pipelines.engine.runtime import Settings, init_ray
+from pipelines.ingest.command import IngestOptions, run_ingest
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 N_IMAGES = int(os.environ.get("SUPIR_BENCH_INGEST_IMAGES", 500))
@@ -80,7 +80,7 @@ def test_ingest_throughput(tmp_path):
     assert result.scanned == N_IMAGES
 
     # Single-process cost per image of the pure scan function vs OpenCV's full decode (no Ray).
-    from pipelines.ingest import ScanConfig, scan_batch
+    from pipelines.ingest.command import ScanConfig, scan_batch
 
     sample = files[:100]
     cv2.setNumThreads(1)

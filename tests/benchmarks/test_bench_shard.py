@@ -21,8 +21,8 @@ import webdataset as wds
 from skimage import data as skdata
 
 from catalogs.catalog import Catalog
-from pipelines.shard import plan_from_catalog, write_shard
-from pipelines.shard_plan import ShardConfig
+from pipelines.shard.command import plan_from_catalog, write_shard
+from pipelines.shard.plan import ShardConfig
 from supir.reader import ReaderConfig, make_loader
 from tests.scan_rows import register_scans, scan_row
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from catalogs.catalog import Catalog
 from catalogs.lake import list_parts
-from pipelines.caption import (
+from pipelines.caption.command import (
     MAX_AUTO_BATCH,
     CaptionActor,
     CaptionConfig,
@@ -30,7 +30,7 @@ from pipelines.caption import (
     processor_min_side,
     repeated_tail,
 )
-from pipelines.model_stage import load_rgb
+from pipelines.engine.actors import load_rgb
 from schemas.errors import ConfigError, MissingWeightsError
 from supir.prompts import CAPTION_PROMPT
 from tests.scan_rows import register_scans, scan_row
@@ -314,7 +314,7 @@ def test_other_image_text_to_text_model(tmp_path):
         LlavaNextProcessor,
     )
 
-    from pipelines.tiny_models import IMAGE_TOKEN, _tiny_tokenizer
+    from pipelines.devtools.tiny_models import IMAGE_TOKEN, _tiny_tokenizer
 
     tok = _tiny_tokenizer()
     grid = [[32, 64], [64, 32], [64, 64]]

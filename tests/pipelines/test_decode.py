@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from pipelines.decode import Rejected, analysis_scale, decode, decode_full
+from pipelines.ingest.decode import Rejected, analysis_scale, decode, decode_full
 
 MIN, MAX = 256, 100_000_000
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.dedup import near_duplicate_pairs, phash, resolve_near_duplicates
+from pipelines.ingest.dedup import near_duplicate_pairs, phash, resolve_near_duplicates
 
 
 def _brute_force(codes, d):

@@ -1,14 +1,14 @@
-"""pipelines.demo_corpus: the corpus' files are what the manifest says they are (decode + quality + hashes)."""
+"""pipelines.devtools.demo_corpus: the corpus' files are what the manifest says they are (decode + quality + hashes)."""
 
 import hashlib
 import json
 
 import pytest
 
-from pipelines.decode import Rejected, decode
-from pipelines.dedup import phash
-from pipelines.demo_corpus import make_demo_corpus, outcome_matches
-from pipelines.quality import cheap_signals, judge, load_thresholds
+from pipelines.devtools.demo_corpus import make_demo_corpus, outcome_matches
+from pipelines.ingest.decode import Rejected, decode
+from pipelines.ingest.dedup import phash
+from pipelines.ingest.quality import cheap_signals, judge, load_thresholds
 
 MAX_PIXELS = 100_000_000
 NEAR_DUP_DISTANCE = 4  # ingest's default

@@ -42,7 +42,7 @@ def _photo_corpus(folder: Path, n: int, side: int = 1100) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def demo_corpus(tmp_path_factory):
-    from pipelines.demo_corpus import make_demo_corpus
+    from pipelines.devtools.demo_corpus import make_demo_corpus
 
     folder = tmp_path_factory.mktemp("demo_corpus")
     manifest = make_demo_corpus(folder, seed=0)
@@ -206,7 +206,7 @@ def test_new_thresholds_rejudge_the_catalog_without_rescanning(tmp_path, ray_clu
 def test_sql_verdict_agrees_with_python_judge(tmp_path):
     import duckdb
 
-    from pipelines.quality import judge, load_thresholds, quality_reason_sql
+    from pipelines.ingest.quality import judge, load_thresholds, quality_reason_sql
     from schemas.tables import QUALITY_SIGNALS
 
     th = load_thresholds()

@@ -1,4 +1,4 @@
-"""pipelines.iqa: missing weights fail early; real pyiqa models load from weight files and score on Ray.
+"""pipelines.ingest.iqa: missing weights fail early; real pyiqa models load from weight files and score on Ray.
 
 No weights can be downloaded here, so the scoring tests build pyiqa's own architectures without
 pretrained weights, save their random state under the real checkpoint file name, and let pyiqa load
@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from catalogs.lake import list_parts
-from pipelines.demo_corpus import encode, load_photo
-from pipelines.iqa import METRICS, check_metrics, load_metric, score_batch, score_images
+from pipelines.devtools.demo_corpus import encode, load_photo
+from pipelines.ingest.iqa import METRICS, check_metrics, load_metric, score_batch, score_images
 from schemas.errors import ConfigError, MissingWeightsError
 
 
 def _save_random_weights(metric: str, weights_dir, wrap: str | None = None, **build):
     """A randomly initialised pyiqa model, saved under the checkpoint name pyiqa looks for."""
-    from pipelines.iqa import create_metric
+    from pipelines.ingest.iqa import create_metric
 
     torch.manual_seed(0)
     model = create_metric(metric, pretrained=False, device="cpu", **build)
@@ -81,7 +81,7 @@ def test_score_images_on_a_ray_actor_pool(ray_cluster, tmp_path):
     assert {r["run_id"] for r in table} == {"run-test"}
     assert table[-1]["score"] is None  # unreadable: recorded, not retried forever
     # The actors loaded the saved weights: the saved model in this process gives the same scores.
-    from pipelines.model_stage import load_rgb
+    from pipelines.engine.actors import load_rgb
 
     images = [np.asarray(load_rgb(r["path"], min_side=128)) for r in rows[:3]]
     expected = score_batch({"musiq": random_musiq}, images)
@@ -92,8 +92,8 @@ def test_pyiqa_leaves_transformers_llama_alone(tmp_path):
     """pyiqa patches transformers' Llama classes on import; LLaVA built afterwards must still work."""
     import transformers.models.llama.modeling_llama as llama
 
-    from pipelines.iqa import import_pyiqa
-    from pipelines.tiny_models import build_tiny_llava
+    from pipelines.devtools.tiny_models import build_tiny_llava
+    from pipelines.ingest.iqa import import_pyiqa
 
     layer = llama.LlamaDecoderLayer
     import_pyiqa()

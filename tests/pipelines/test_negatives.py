@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from catalogs.catalog import Catalog
-from pipelines.model_stage import load_rgb
-from pipelines.negatives import (
+from pipelines.engine.actors import load_rgb
+from pipelines.negatives.command import (
     NegativeConfig,
     fit_source,
     load_sdedit_pipeline,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.demo_corpus import encode, load_photo, upscale_to
-from pipelines.model_stage import load_rgb
-from pipelines.sources import expand_paths, read_bytes
+from pipelines.devtools.demo_corpus import encode, load_photo, upscale_to
+from pipelines.engine.actors import load_rgb
+from pipelines.engine.sources import expand_paths, read_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "photos"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from pipelines.preview import preview_grid, recipe_label
+from pipelines.devtools.preview import preview_grid, recipe_label
 from supir.degradation import preset, rng_for, sample_recipe
 
 

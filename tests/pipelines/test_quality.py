@@ -1,4 +1,4 @@
-"""pipelines.quality: signals, JPEG quality estimation, thresholds, and the calibration on real photos."""
+"""pipelines.ingest.quality: signals, JPEG quality estimation, thresholds, and the calibration on real photos."""
 
 import io
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.decode import decode
-from pipelines.demo_corpus import (
+from pipelines.devtools.demo_corpus import (
     DEGRADATIONS,
     EXPECTED_DEGRADED,
     PHOTOS,
@@ -17,7 +16,8 @@ from pipelines.demo_corpus import (
     load_photo,
     upscale_to,
 )
-from pipelines.quality import (
+from pipelines.ingest.decode import decode
+from pipelines.ingest.quality import (
     JUDGE_ORDER,
     Bounds,
     QualityThresholds,
@@ -57,7 +57,7 @@ def test_jpeg_quality_grayscale_and_zigzag_order(photo):
     tables = _pil_qtables(gray)
     assert len(tables) == 1 and abs(estimate_jpeg_quality(tables) - 60) <= 2
     # Older Pillow returned tables in zigzag order: the estimate must not depend on it.
-    from pipelines.quality import _ZIGZAG
+    from pipelines.ingest.quality import _ZIGZAG
 
     natural = _pil_qtables(encode(photo, "JPEG", quality=30))
     zigzag = {k: [list(v)[i] for i in _ZIGZAG] for k, v in natural.items()}
@@ -207,8 +207,8 @@ def test_calibration_at_2048_compression_and_noise():
 
 def test_thresholds_stored_under_the_old_signals_follow_the_recalibration(tmp_path, caplog):
     from catalogs.catalog import Catalog
-    from pipelines.ingest import resolve_thresholds
-    from pipelines.quality import SIGNALS_VERSION, migrate_thresholds, thresholds_to_dict
+    from pipelines.ingest.command import resolve_thresholds
+    from pipelines.ingest.quality import SIGNALS_VERSION, migrate_thresholds, thresholds_to_dict
 
     defaults = load_thresholds()
     old = thresholds_to_dict(defaults)

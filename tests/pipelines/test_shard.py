@@ -13,9 +13,9 @@ import webdataset as wds
 from PIL import Image
 
 from catalogs.catalog import Catalog
-from pipelines.shard import ShardTar, plan_from_catalog, write_shard
-from pipelines.shard_plan import SamplePlan, ShardConfig, pack_shards, parse_size, select_samples
-from pipelines.shard_sample import make_gt
+from pipelines.shard.command import ShardTar, plan_from_catalog, write_shard
+from pipelines.shard.plan import SamplePlan, ShardConfig, pack_shards, parse_size, select_samples
+from pipelines.shard.sample import make_gt
 from schemas.errors import ConfigError
 from schemas.sample import META_FIELDS, is_valid_key, split_of
 from supir.degradation import preset, rng_for, sample_recipe
@@ -314,8 +314,8 @@ def test_shard_tar_bytes_equal_webdatasets_tarwriter():
 def test_unreadable_sources_are_skipped_with_a_reason(path, reason):
     import dataclasses
 
-    from pipelines.shard import _read
-    from pipelines.shard_sample import SampleSkipped
+    from pipelines.shard.command import _read
+    from pipelines.shard.sample import SampleSkipped
 
     with pytest.raises(SampleSkipped) as info:
         _read(dataclasses.replace(_sample_plan(8, 8), path=path))

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from pipelines.verify import check_sample, verify_tar
+from pipelines.shard.verify import check_sample, verify_tar
 from tests.pipelines.shard_corpus import build_catalog
 
 

@@ -1,6 +1,6 @@
 """`supir-data shard`: accepted images (+ negatives, + latest captions) → WebDataset tars for the trainer.
 
-The driver plans every shard (pipelines/shard_plan.py); one Ray task per shard runs
+The driver plans every shard (pipelines/shard/plan.py); one Ray task per shard runs
 :func:`write_shard`, a pure function of (plan, config) that writes ``NAME-{split}-{000000}.tar`` under
 a temporary name, renames it, and writes its `shards` row. Tar headers carry fixed mtime/owner and
 members come in sorted order, so the same catalog + seed give byte-identical tars on any worker count.
@@ -22,8 +22,9 @@ import cv2
 
 from catalogs.catalog import Catalog
 from catalogs.lake import list_parts, write_part
-from pipelines.runtime import Settings, cluster_cpus, init_ray, progress, tune_malloc
-from pipelines.shard_plan import (
+from pipelines.engine.runtime import Settings, cluster_cpus, init_ray, progress, tune_malloc
+from pipelines.engine.sources import read_bytes
+from pipelines.shard.plan import (
     GT_FORMATS,
     SamplePlan,
     ShardConfig,
@@ -34,8 +35,7 @@ from pipelines.shard_plan import (
     parse_weights,
     select_samples,
 )
-from pipelines.shard_sample import SampleSkipped, make_sample
-from pipelines.sources import read_bytes
+from pipelines.shard.sample import SampleSkipped, make_sample
 from schemas.errors import ConfigError
 from schemas.runs import new_run_id, utc_now
 from schemas.sample import SAMPLE_SPEC_VERSION, SPLITS, manifest_name
@@ -111,7 +111,7 @@ def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | Non
     With ``root`` the row is also written as a lake part named after the shard (a retry replaces it).
     """
     cv2.setNumThreads(1)  # one task per core: the parallelism is Ray's
-    tune_malloc()  # image-sized buffers stay on the heap (see pipelines.runtime.tune_malloc)
+    tune_malloc()  # image-sized buffers stay on the heap (see pipelines.engine.runtime.tune_malloc)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = out / plan.shard

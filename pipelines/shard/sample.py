@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipelines.shard_plan import GT_FORMATS, PASSTHROUGH_FORMATS, SamplePlan, ShardConfig
+from pipelines.shard.plan import GT_FORMATS, PASSTHROUGH_FORMATS, SamplePlan, ShardConfig
 from schemas.sample import LQ_MEMBER, META_MEMBER, SAMPLE_SPEC_VERSION, TEXT_MEMBER
 from schemas.tables import QUALITY_SIGNALS
 

@@ -39,7 +39,7 @@ PHOTOS = (
     "retina.jpg",
 )
 DEGRADATIONS = ("blur", "jpeg", "noise", "downup")
-# The reason each degradation must produce (JUDGE_ORDER in pipelines/quality.py decides ties).
+# The reason each degradation must produce (JUDGE_ORDER in pipelines/ingest/quality.py decides ties).
 EXPECTED_DEGRADED = {
     "blur": "low_quality:sharpness",
     "jpeg": "low_quality:jpeg_quality",

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import write_part
-from pipelines.model_stage import (
+from pipelines.engine.actors import (
     PoolOptions,
     load_rgb,
     part_name,
@@ -327,7 +327,7 @@ def run_caption(
     echo=click.echo,
 ) -> dict:
     """Caption pending images; returns counts {'pending', 'captioned', 'flagged': {flag: n}}."""
-    from pipelines.runtime import init_ray, progress
+    from pipelines.engine.runtime import init_ray, progress
 
     if "{prompt}" not in cfg.template:
         raise ConfigError(f"--template must contain '{{prompt}}', got {cfg.template!r}")
@@ -437,7 +437,7 @@ def caption_command(
 ):
     """Caption accepted images with LLaVA-1.5 (or import captions). Resumable: re-run to finish."""
     if from_file:
-        from pipelines.caption_import import import_captions
+        from pipelines.caption.importer import import_captions
 
         import_captions(settings, from_file)
         return

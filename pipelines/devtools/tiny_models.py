@@ -121,7 +121,7 @@ def build_tiny_llava(out_dir: str | Path, seed: int = 0) -> Path:
     gen.suppress_tokens = [ids["<unk>"], ids["<s>"], ids["<pad>"], ids[IMAGE_TOKEN]]
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    _write_marker(out, "LLaVA-1.5", seed, "pipelines.tiny_models.build_tiny_llava")
+    _write_marker(out, "LLaVA-1.5", seed, "pipelines.devtools.tiny_models.build_tiny_llava")
     return out
 
 

@@ -1,7 +1,7 @@
 """Cheap quality signals on the analysis image, and the thresholds that turn them into a verdict.
 
 `cheap_signals` runs once per image inside ingest on the reduced-size decode of
-:func:`pipelines.decode.decode` (short side 512..1023 px, reduced by ``scale`` ∈ {1, 2, 4, 8}), so
+:func:`pipelines.ingest.decode.decode` (short side 512..1023 px, reduced by ``scale`` ∈ {1, 2, 4, 8}), so
 it is a handful of whole-image OpenCV operations in float32 — no Python loops over pixels.
 
 What each signal measures, and how it is made comparable across analysis scales:
@@ -38,7 +38,7 @@ import yaml
 from schemas.errors import ConfigError
 from schemas.tables import QUALITY_SIGNALS
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality.yaml"
+DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "quality.yaml"
 
 # Fixed order in which `judge` checks signals: the first failure is the reason. Compression and noise
 # come first because they also disturb the detail measures (noise adds fine detail, blocking adds edges).

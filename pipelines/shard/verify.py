@@ -16,7 +16,7 @@ import click
 import cv2
 import numpy as np
 
-from pipelines.runtime import Settings, init_ray, progress
+from pipelines.engine.runtime import Settings, init_ray, progress
 from schemas.errors import ConfigError
 from schemas.sample import (
     GT_MEMBERS,

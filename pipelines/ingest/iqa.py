@@ -208,7 +208,7 @@ class IqaScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from catalogs.lake import write_part
-        from pipelines.model_stage import load_rgb, part_name
+        from pipelines.engine.actors import load_rgb, part_name
         from schemas.errors import InputImageError
         from schemas.runs import utc_now
 
@@ -240,7 +240,7 @@ def _actor_pool() -> tuple[int, float, float, int]:
 
     Actors never hold every CPU: the read tasks that feed them need some, or the dataset hangs.
     """
-    from pipelines.runtime import cluster_cpus, cluster_gpus
+    from pipelines.engine.runtime import cluster_cpus, cluster_gpus
 
     cpus, gpus = cluster_cpus(), cluster_gpus()
     if gpus:
@@ -252,7 +252,7 @@ def _actor_pool() -> tuple[int, float, float, int]:
 def score_images(rows: list[dict], metrics: list[str], weights_dir: str | None, run_id: str, root: str,
                  short_side: int = IQA_SHORT_SIDE, batch_size: int = IQA_BATCH_SIZE) -> int:
     """Score ``rows`` ({image_id, path}) with every metric on a Ray actor pool; returns rows written."""
-    from pipelines.runtime import Settings, init_ray
+    from pipelines.engine.runtime import Settings, init_ray
 
     check_metrics(metrics, weights_dir)
     if not rows:

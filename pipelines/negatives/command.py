@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import write_part
-from pipelines.model_stage import (
+from pipelines.engine.actors import (
     PoolOptions,
     chunks,
     load_rgb,
@@ -264,8 +264,8 @@ def resolve_prompt(prompt: str) -> str:
 
 
 def run_negatives(settings, cfg: NegativeConfig, count: int, opts: PoolOptions, echo=click.echo) -> dict:
-    from pipelines.caption import model_key
-    from pipelines.runtime import init_ray, progress
+    from pipelines.caption.command import model_key
+    from pipelines.engine.runtime import init_ray, progress
 
     if not 0 < cfg.strength <= 1:
         raise ConfigError(f"--strength must be in (0, 1], got {cfg.strength}")

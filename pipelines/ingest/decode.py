@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from supir.image_io import to_rgb8
+
 # We check sizes ourselves (from the header, against --max-pixels) before decoding anything.
 Image.MAX_IMAGE_PIXELS = None
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -101,32 +103,6 @@ def analysis_scale(width: int, height: int, min_side: int = ANALYSIS_MIN_SIDE) -
     while scale < 8 and min(width, height) // (scale * 2) >= min_side:
         scale *= 2
     return scale
-
-
-def to_rgb8(img: Image.Image) -> np.ndarray:
-    """Any PIL mode to 8-bit RGB: alpha composited on white, 16-bit scaled, palette/CMYK/gray converted."""
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        if mode == "F":
-            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-            arr = (arr - lo) / (hi - lo or 1.0) * 255.0
-        elif arr.dtype != np.uint8:
-            # 16-bit data (PIL keeps it in 'I' or 'I;16'): keep the top 8 bits.
-            arr = np.right_shift(np.clip(arr, 0, 65535).astype(np.uint32), 8) if arr.max() > 255 else arr
-        gray = np.clip(arr, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    elif mode in ("LA", "La", "PA", "RGBa"):
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img, mask=img.getchannel("A"))
-        img = background
-    elif img.mode != "RGB":
-        img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
-    return np.asarray(img)
 
 
 def _qtables(img: Image.Image) -> dict[int, list[int]] | None:
@@ -220,7 +196,7 @@ def _decode_reduced(data: bytes, img: Image.Image, header: Header, min_side: int
 def _finish_reduction(rgb: np.ndarray, header: Header, scale: int) -> np.ndarray:
     # The DCT scaling may have reduced less than asked (or rounded up); finish with an integer-factor
     # area average after cropping the remainder: resampling by a non-integer factor (770 -> 769 px)
-    # blends neighbouring pixels and hides noise and JPEG blocking from pipelines.quality.
+    # blends neighbouring pixels and hides noise and JPEG blocking from pipelines.ingest.quality.
     target_w, target_h = header.width // scale, header.height // scale
     if rgb.shape[1] != target_w or rgb.shape[0] != target_h:
         factor = max(1, min(rgb.shape[1] // target_w, rgb.shape[0] // target_h))

@@ -18,7 +18,7 @@ import click
 import pyarrow as pa
 from PIL import Image, ImageOps
 
-from pipelines.sources import read_bytes
+from pipelines.engine.sources import read_bytes
 from schemas.errors import ConfigError, InputImageError
 
 # Parts queued per actor: the prefetch that hides decoding behind the model.
@@ -93,7 +93,7 @@ def plan_actor_pool(opts: PoolOptions, cpu_threads: int | None = None, auto_batc
     count), and CPU actors are then as many as fit; without it one CPU actor uses the cluster.
     ``auto_batch``: the stage accepts ``--batch-size 0`` and sizes batches in its actors.
     """
-    from pipelines.runtime import cluster_cpus, cluster_gpus
+    from pipelines.engine.runtime import cluster_cpus, cluster_gpus
 
     actors, gpus_per_actor = opts.actors, opts.gpus_per_actor
     if opts.batch_size < (0 if auto_batch else 1) or opts.part_rows < 1:

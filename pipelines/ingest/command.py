@@ -14,14 +14,16 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
 import click
-import numpy as np
 import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import remove_temp_files, write_part
-from pipelines.decode import Rejected, decode
-from pipelines.dedup import phash_luma, resolve_near_duplicates
-from pipelines.quality import (
+from pipelines.engine.runtime import Settings, init_ray, progress, tune_malloc
+from pipelines.engine.sources import expand_paths, read_bytes
+from pipelines.ingest.decide import decide
+from pipelines.ingest.decode import Rejected, decode
+from pipelines.ingest.dedup import phash_luma
+from pipelines.ingest.quality import (
     SIGNALS_VERSION,
     QualityThresholds,
     analysis_luma,
@@ -33,8 +35,6 @@ from pipelines.quality import (
     thresholds_from_dict,
     thresholds_to_dict,
 )
-from pipelines.runtime import Settings, init_ray, progress, tune_malloc
-from pipelines.sources import expand_paths, read_bytes
 from schemas.runs import config_hash, new_run_id, utc_now
 from schemas.tables import QUALITY_SIGNALS
 
@@ -86,7 +86,7 @@ def scan_file(path: str, source: str, cfg: ScanConfig) -> dict:
         v = signals.get(k)
         row[k] = None if v is None or math.isnan(v) else float(v)
     # The quality verdict is not stored: the catalog judges the stored signals with the thresholds
-    # in force (pipelines.quality.quality_reason_sql), so new thresholds need no re-scan.
+    # in force (pipelines.ingest.quality.quality_reason_sql), so new thresholds need no re-scan.
     return row
 
 
@@ -141,7 +141,7 @@ class IngestResult:
 def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = True) -> IngestResult:
     catalog = Catalog(settings.root)
     if opts.metrics:
-        from pipelines.iqa import check_metrics
+        from pipelines.ingest.iqa import check_metrics
 
         check_metrics(list(opts.metrics), opts.weights_dir)  # fail before any work
     inputs = expand_paths(opts.paths, opts.source)
@@ -182,13 +182,13 @@ def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = Tr
         catalog.refresh()
     if opts.metrics:
         _score_iqa(catalog, opts, run_id)
-    decide(catalog, opts, run_id)
+    decide(catalog, list(opts.metrics), opts.scan.thresholds, opts.near_dup_distance, run_id)
     return IngestResult(run_id=run_id, inputs=len(inputs), scanned=len(todo), reasons=reasons)
 
 
 def _auto_batch_size(n: int) -> int:
     """Enough tasks to keep every CPU busy, few enough that Ray's ~10-20 ms per task stays small."""
-    from pipelines.runtime import cluster_cpus
+    from pipelines.engine.runtime import cluster_cpus
 
     return int(min(128, max(8, math.ceil(n / (4 * cluster_cpus())))))
 
@@ -239,7 +239,7 @@ def _drain(ds, total: int, reasons: dict[str, int], show: bool) -> None:
 
 def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
     """Score the images that pass the per-file checks and lack a score for some asked metric."""
-    from pipelines.iqa import score_images
+    from pipelines.ingest.iqa import score_images
 
     todo = catalog.query(
         "SELECT s.image_id, min(s.path) AS path FROM scan_verdicts s WHERE s.verdict IS NULL "
@@ -250,75 +250,6 @@ def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
     if todo:
         score_images(todo, list(opts.metrics), opts.weights_dir, run_id, str(catalog.root))
         catalog.refresh()
-
-
-# Candidates for the global decisions, best copy first: model metric (when scored), then resolution,
-# compression, noise and detail; image_id and path break ties, so the order is total.
-_CANDIDATES_SQL = """
-SELECT s.path, s.source, s.image_id, s.phash{iqa_cols}
-FROM scan_verdicts s{iqa_join}
-WHERE s.verdict IS NULL AND s.phash IS NOT NULL
-ORDER BY {iqa_order}s.width * s.height DESC, coalesce(s.jpeg_quality, 101) DESC,
-         s.noise_sigma ASC NULLS LAST, s.sharpness DESC NULLS LAST, s.image_id, s.path"""
-
-
-def decide(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
-    """Rewrite `decisions` over the whole catalog: model-metric rejections, exact and near duplicates."""
-    from pipelines.quality import judge_iqa
-
-    metrics = list(opts.metrics)
-    iqa_cols = iqa_join = iqa_order = ""
-    if metrics:
-        pivots = ", ".join(f"max(score) FILTER (WHERE metric = '{m}') AS \"{m}\"" for m in metrics)
-        iqa_join = f" LEFT JOIN (SELECT image_id, {pivots} FROM iqa_scores GROUP BY image_id) q USING (image_id)"
-        iqa_cols = "".join(f', q."{m}"' for m in metrics)
-        first = metrics[0]
-        lower = catalog.scalar("SELECT bool_or(lower_better) FROM iqa_scores WHERE metric = ?", [first])
-        iqa_order = f'q."{first}" {"ASC" if lower else "DESC"} NULLS LAST, '
-    ranked = catalog.query(_CANDIDATES_SQL.format(iqa_cols=iqa_cols, iqa_join=iqa_join, iqa_order=iqa_order))
-    rows = []
-    if metrics:
-        keep = []
-        for i, scores in enumerate(zip(*(ranked.column(m).to_pylist() for m in metrics))):
-            reason = judge_iqa({m: v for m, v in zip(metrics, scores) if v is not None}, opts.scan.thresholds)
-            if reason:
-                rows.append({"path": ranked.column("path")[i].as_py(), "source": ranked.column("source")[i].as_py(),
-                             "status": "rejected", "reason": reason, "duplicate_of": None})
-            else:
-                keep.append(i)
-        ranked = ranked.take(pa.array(keep, type=pa.int64()))
-    rows += _duplicate_rows(ranked, opts.near_dup_distance)
-    for r in rows:
-        r["run_id"] = run_id
-    write_part(catalog.root, "decisions", rows, name="current")
-    catalog.refresh()
-
-
-def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
-    paths = ranked.column("path").to_pylist()
-    ids = ranked.column("image_id").to_pylist()
-    sources = ranked.column("source").to_pylist()
-    codes = ranked.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
-    rows, first_of = [], {}
-    unique_idx = []
-    for i, image_id in enumerate(ids):  # rank order: the first copy of a hash is the best one
-        if image_id in first_of:
-            rows.append({"path": paths[i], "source": sources[i], "status": "rejected", "reason": "duplicate",
-                         "duplicate_of": image_id})
-        else:
-            first_of[image_id] = i
-            unique_idx.append(i)
-    unique_idx_arr = np.array(unique_idx, dtype=np.int64)
-    near_of: dict[str, str] = {}
-    for dup, kept in resolve_near_duplicates(codes[unique_idx_arr], max_distance).tolist():
-        d, k = unique_idx_arr[dup], unique_idx_arr[kept]
-        near_of[ids[d]] = ids[k]
-        rows.append({"path": paths[d], "source": sources[d], "status": "rejected", "reason": "near_duplicate",
-                     "duplicate_of": ids[k]})
-    for r in rows:  # an exact copy of a near duplicate points at the copy that was finally kept
-        if r["reason"] == "duplicate" and r["duplicate_of"] in near_of:
-            r["duplicate_of"] = near_of[r["duplicate_of"]]
-    return rows
 
 
 @click.command("ingest")
@@ -343,7 +274,7 @@ def ingest_command(settings: Settings, paths, source, min_side, max_pixels, conf
     """
     from rich.console import Console
 
-    from pipelines.report import render_status, status_rows
+    from pipelines.status.command import render_status, status_rows
 
     scan = ScanConfig(min_side=min_side, max_pixels=max_pixels)
     opts = IngestOptions(paths=list(paths), source=source, scan=scan, metrics=tuple(metrics),

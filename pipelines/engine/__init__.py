@@ -1,0 +1,1 @@
+"""The engine: the one way a stage runs on Ray."""

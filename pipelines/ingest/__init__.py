@@ -1,0 +1,1 @@
+"""`supir-data ingest`: scan, decode defensively, judge quality, deduplicate."""

@@ -1,0 +1,1 @@
+"""`supir-data negatives`: SDXL img2img negative-quality samples."""

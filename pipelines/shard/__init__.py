@@ -1,0 +1,1 @@
+"""`supir-data shard` and `verify`: WebDataset tars for the trainer."""

@@ -1,0 +1,1 @@
+"""`supir-data status` and `query`: read the catalog."""
