@@ -4,12 +4,15 @@
     recipe = sample_recipe(preset("supir"), rng_for(seed, image_id))
     lq = apply(recipe, gt)            # uint8 RGB in, uint8 RGB out, deterministic
 
-The torch backend (`apply_batch_torch`) is imported lazily so that the CPU path never loads torch.
+`orders.py` walks the recipe once for both backends: `cpu.py` (numpy + OpenCV, real libjpeg) and
+`torch_backend.py` (`apply_batch_torch`, imported lazily so that the CPU path never loads torch).
+`jpeg.py` holds the IJG quantisation tables every JPEG-quality computation uses.
 """
 
 from supir.degradation.config import PRESETS, DegradationConfig, preset
-from supir.degradation.cpu import apply, lq_shape, usm_sharpen_uint8
+from supir.degradation.cpu import apply, usm_sharpen_uint8
 from supir.degradation.kernels import KernelSpec
+from supir.degradation.orders import lq_shape
 from supir.degradation.recipe import Final, Noise, Order, Recipe, Resize, rng_for, sample_recipe
 
 __all__ = [

@@ -107,8 +107,3 @@ def build(spec: KernelSpec) -> np.ndarray:
         return plateau(n, spec.sigma_x, spec.sigma_y, spec.rotation, spec.beta)
     raise ValueError(f"unknown kernel kind {kind!r}")
 
-
-def pad_to(kernel: np.ndarray, size: int) -> np.ndarray:
-    """Zero-pad a square odd kernel to size x size (the reference pads every kernel to 21x21)."""
-    p = (size - kernel.shape[0]) // 2
-    return np.pad(kernel, p) if p > 0 else kernel
