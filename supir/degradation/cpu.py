@@ -27,7 +27,7 @@ BORDER = cv2.BORDER_REFLECT_101  # = torch's "reflect" padding used by the refer
 
 
 # ------------------------------------------------------------------------------- input checks
-def as_rgb_uint8(gt: np.ndarray, min_side: int = 8, max_pixels: int = 4096 * 4096) -> np.ndarray:
+def as_rgb_uint8(gt: np.ndarray) -> np.ndarray:
     """Validate a GT image: HxWx3 (or HxW / HxWx1 gray, promoted to 3 channels) uint8."""
     if not isinstance(gt, np.ndarray):
         raise InputImageError(f"the GT must be a numpy array, got {type(gt).__name__}")
@@ -41,14 +41,6 @@ def as_rgb_uint8(gt: np.ndarray, min_side: int = 8, max_pixels: int = 4096 * 409
         raise InputImageError(
             f"the GT must be HxWx3 RGB or HxW gray, got shape {gt.shape}"
             + ("; drop or composite the alpha channel first" if gt.ndim == 3 and gt.shape[2] == 4 else "")
-        )
-    h, w = gt.shape[:2]
-    if min(h, w) < min_side:
-        raise InputImageError(f"the GT is {w}x{h}, smaller than the minimum side {min_side} px")
-    if h * w > max_pixels:
-        raise InputImageError(
-            f"the GT is {w}x{h} = {h * w} px, over max_gt_pixels={max_pixels}; crop it first "
-            "(training degrades 512x512 crops) or raise max_gt_pixels"
         )
     return gt
 
@@ -153,7 +145,8 @@ OPS = orders.Ops(
 def apply(recipe: Recipe, gt: np.ndarray) -> np.ndarray:
     """Degrade one uint8 RGB GT by ``recipe``: the LQ as uint8 RGB, at GT/scale (or GT size when
     ``recipe.lq_size == "gt"``). Deterministic: the same (recipe, gt) gives the same bytes."""
-    gt = as_rgb_uint8(gt, max(recipe.min_gt_side, recipe.scale), recipe.max_gt_pixels)
+    gt = as_rgb_uint8(gt)
+    orders.check_gt_size(recipe, *gt.shape[:2])
     img = cv2.cvtColor(gt, cv2.COLOR_RGB2BGR).astype(np.float32)
     img *= np.float32(1 / 255)
     return cv2.cvtColor(orders.degrade(OPS, recipe, img), cv2.COLOR_BGR2RGB)

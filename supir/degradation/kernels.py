@@ -15,7 +15,7 @@ recipe stays small and the kernel is bit-identical wherever it is rebuilt.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
@@ -32,9 +32,6 @@ class KernelSpec:
     rotation: float = 0.0
     beta: float = 1.0
     omega_c: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def separable(self) -> bool:

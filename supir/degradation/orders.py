@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.errors import InputImageError
 from supir.degradation.kernels import KernelSpec
 from supir.degradation.recipe import Final, Noise, Order, Recipe
 
@@ -96,6 +97,19 @@ def degrade(ops: Ops, recipe: Recipe, gt: Image) -> Image:
     if recipe.lq_size == "gt":
         img = ops.quantise(resize(ops, img, h, w, recipe.resize_back_mode))
     return img
+
+
+def check_gt_size(recipe: Recipe, h: int, w: int) -> None:
+    """Refuse GTs the recipe cannot degrade meaningfully (smaller than the scale or ``min_gt_side``) or
+    that would exhaust memory (over ``max_gt_pixels``), before any work."""
+    min_side = max(recipe.min_gt_side, recipe.scale)
+    if min(h, w) < min_side:
+        raise InputImageError(f"the GT is {w}x{h}, smaller than the minimum side {min_side} px")
+    if h * w > recipe.max_gt_pixels:
+        raise InputImageError(
+            f"the GT is {w}x{h} = {h * w} px, over max_gt_pixels={recipe.max_gt_pixels}; crop it first "
+            "(training degrades 512x512 crops) or raise max_gt_pixels"
+        )
 
 
 def lq_shape(recipe: Recipe, h: int, w: int) -> tuple[int, int]:

@@ -223,12 +223,7 @@ def apply_batch_torch(recipes: list[Recipe], gt: torch.Tensor) -> torch.Tensor:
         raise ConfigError("every recipe of a batch must share scale and lq_size (one config per batch)")
     if gt.shape[1] == 1:
         gt = gt.expand(-1, 3, -1, -1)
-    h, w = gt.shape[-2:]
     if recipes:
-        r = recipes[0]
-        if min(h, w) < max(r.min_gt_side, r.scale):
-            raise InputImageError(f"the GT is {w}x{h}, smaller than the minimum side {max(r.min_gt_side, r.scale)} px")
-        if h * w > r.max_gt_pixels:
-            raise InputImageError(f"the GT is {w}x{h}, over max_gt_pixels={r.max_gt_pixels}; crop it first")
+        orders.check_gt_size(recipes[0], *gt.shape[-2:])
     x = gt.float()
     return torch.cat([orders.degrade(OPS, recipe, x[i : i + 1]) for i, recipe in enumerate(recipes)])
