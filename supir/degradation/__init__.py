@@ -4,23 +4,35 @@
     recipe = sample_recipe(preset("supir"), rng_for(seed, image_id))
     lq = apply(recipe, gt)            # uint8 RGB in, uint8 RGB out, deterministic
 
-The torch backend (`apply_batch_torch`) is imported lazily so that the CPU path never loads torch.
+`orders.py` walks the recipe once for both backends: `cpu.py` (numpy + OpenCV, real libjpeg) and
+`torch_backend.py` (`apply_batch_torch`). Every name is imported on first use, so the CPU path
+never loads torch.
+`jpeg.py` holds the IJG quantisation tables every JPEG-quality computation uses.
 """
 
-from supir.degradation.config import PRESETS, DegradationConfig, preset
-from supir.degradation.cpu import apply, lq_shape, usm_sharpen_uint8
-from supir.degradation.kernels import KernelSpec
-from supir.degradation.recipe import Final, Noise, Order, Recipe, Resize, rng_for, sample_recipe
+import importlib
 
-__all__ = [
-    "PRESETS", "DegradationConfig", "Final", "KernelSpec", "Noise", "Order", "Recipe", "Resize",
-    "apply", "apply_batch_torch", "lq_shape", "preset", "rng_for", "sample_recipe", "usm_sharpen_uint8",
-]
+# name -> defining module, imported on first use: `supir.degradation.jpeg` (numpy only) is imported
+# by ingest's quality signals, which must not pay for OpenCV/SciPy/torch
+_EXPORTS = {
+    "PRESETS": "config", "DegradationConfig": "config", "preset": "config",
+    "apply": "cpu", "usm_sharpen_uint8": "cpu",
+    "KernelSpec": "kernels",
+    "lq_shape": "orders",
+    "Final": "recipe", "Noise": "recipe", "Order": "recipe", "Recipe": "recipe", "Resize": "recipe",
+    "rng_for": "recipe", "sample_recipe": "recipe",
+    "apply_batch_torch": "torch_backend",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    if name == "apply_batch_torch":
-        from supir.degradation.torch_backend import apply_batch_torch
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return apply_batch_torch
-    raise AttributeError(name)
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -47,7 +47,6 @@ class DegradationConfig:
     betag_range: tuple[float, float] = (0.5, 4.0)
     betap_range: tuple[float, float] = (1.0, 2.0)
     rotation_range: tuple[float, float] = (-math.pi, math.pi)
-    kernel_pad_to: int = 21  # the reference pads every kernel to 21x21 (only its torch path needs it)
 
     # first order
     resize_prob: tuple[float, float, float] = (0.2, 0.7, 0.1)  # up, down, keep
@@ -115,8 +114,6 @@ class DegradationConfig:
             sizes = getattr(self, f"kernel_sizes{suffix}")
             if not sizes or any(s < 1 or s % 2 == 0 for s in sizes):
                 fail(f"kernel_sizes{suffix} must be odd positive sizes, got {sizes}")
-            if max(sizes) > self.kernel_pad_to:
-                fail(f"kernel_sizes{suffix} {sizes} exceed kernel_pad_to={self.kernel_pad_to}")
             kl, kp = getattr(self, f"kernel_list{suffix}"), getattr(self, f"kernel_prob{suffix}")
             unknown = set(kl) - set(KERNEL_TYPES)
             if unknown:
@@ -126,8 +123,8 @@ class DegradationConfig:
             self._check_probs(f"kernel_prob{suffix}", kp)
             for name in ("blur_sigma", "betag_range", "betap_range"):
                 self._check_range(f"{name}{suffix}", getattr(self, f"{name}{suffix}"), positive=True)
-        if max(self.final_sinc_sizes) > self.kernel_pad_to or any(s % 2 == 0 for s in self.final_sinc_sizes):
-            fail(f"final_sinc_sizes must be odd and <= kernel_pad_to, got {self.final_sinc_sizes}")
+        if not self.final_sinc_sizes or any(s < 1 or s % 2 == 0 for s in self.final_sinc_sizes):
+            fail(f"final_sinc_sizes must be odd positive sizes, got {self.final_sinc_sizes}")
         for name in ("resize_prob", "resize_prob2"):
             if len(getattr(self, name)) != 3:
                 fail(f"{name} must be 3 probabilities (up, down, keep)")
@@ -240,7 +237,7 @@ def _diffbir() -> DegradationConfig:
     # Gaussian noise sigma U(0, 15), JPEG U(30, 100), bilinear resize back to the GT size.
     return DegradationConfig(
         scale=1, lq_size="gt", resize_back_mode="bilinear",
-        kernel_sizes=(41,), kernel_pad_to=41, kernel_list=("iso", "aniso"), kernel_prob=(0.5, 0.5),
+        kernel_sizes=(41,), kernel_list=("iso", "aniso"), kernel_prob=(0.5, 0.5),
         sinc_prob=0.0, blur_sigma=(0.1, 12.0),
         resize_prob=(0.0, 1.0, 0.0), resize_range=(1.0, 12.0), resize_by_factor=True,
         resize_modes=("bilinear",),

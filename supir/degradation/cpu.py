@@ -1,7 +1,8 @@
-"""`apply`: the CPU backend (numpy + OpenCV), one image at a time.
+"""The numpy + OpenCV operations of the degradation (`apply`: one uint8 image at a time, the shard stage).
 
-Works in float32 BGR in [0, 1] between steps (OpenCV's JPEG codec expects BGR, so converting once at
-each end is cheaper than at every JPEG). Where it departs from the reference code it is on purpose:
+`orders.degrade` walks the recipe; this module only says how each step is done on a float32 BGR
+HxWx3 array in [0, 1] (OpenCV's JPEG codec expects BGR, so converting once at each end is cheaper
+than at every JPEG). Where it departs from the reference code it is on purpose:
 - blur with the kernel at its true size (7..21), not zero-padded to 21x21 (same sums, fewer
   multiplications), isotropic Gaussians as two 1-D passes, large non-separable kernels by FFT;
 - Poisson noise by CDF-table inversion (`noise.py`), its "number of distinct levels" from a 256-bin
@@ -17,16 +18,16 @@ import numpy as np
 import scipy.fft
 
 from schemas.errors import InputImageError
-from supir.degradation import kernels
+from supir.degradation import kernels, orders
 from supir.degradation import noise as noise_fields
-from supir.degradation.recipe import Final, Noise, Order, Recipe
+from supir.degradation.recipe import Noise, Recipe
 
 INTERPOLATION = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 BORDER = cv2.BORDER_REFLECT_101  # = torch's "reflect" padding used by the reference's filter2D
 
 
 # ------------------------------------------------------------------------------- input checks
-def as_rgb_uint8(gt: np.ndarray, min_side: int = 8, max_pixels: int = 4096 * 4096) -> np.ndarray:
+def as_rgb_uint8(gt: np.ndarray) -> np.ndarray:
     """Validate a GT image: HxWx3 (or HxW / HxWx1 gray, promoted to 3 channels) uint8."""
     if not isinstance(gt, np.ndarray):
         raise InputImageError(f"the GT must be a numpy array, got {type(gt).__name__}")
@@ -41,22 +42,7 @@ def as_rgb_uint8(gt: np.ndarray, min_side: int = 8, max_pixels: int = 4096 * 409
             f"the GT must be HxWx3 RGB or HxW gray, got shape {gt.shape}"
             + ("; drop or composite the alpha channel first" if gt.ndim == 3 and gt.shape[2] == 4 else "")
         )
-    h, w = gt.shape[:2]
-    if min(h, w) < min_side:
-        raise InputImageError(f"the GT is {w}x{h}, smaller than the minimum side {min_side} px")
-    if h * w > max_pixels:
-        raise InputImageError(
-            f"the GT is {w}x{h} = {h * w} px, over max_gt_pixels={max_pixels}; crop it first "
-            "(training degrades 512x512 crops) or raise max_gt_pixels"
-        )
     return gt
-
-
-def lq_shape(recipe: Recipe, h: int, w: int) -> tuple[int, int]:
-    """(height, width) of the LQ that `apply` returns for an h x w GT."""
-    if recipe.lq_size == "gt":
-        return h, w
-    return max(1, h // recipe.scale), max(1, w // recipe.scale)
 
 
 # --------------------------------------------------------------------------------- the steps
@@ -87,8 +73,6 @@ FFT_MIN_KERNEL = 13
 
 
 def blur(img: np.ndarray, spec: kernels.KernelSpec) -> np.ndarray:
-    if spec.kind == "delta":
-        return img
     if spec.separable:
         g = kernels.gaussian_1d(spec.size, spec.sigma_x).astype(np.float32)
         return cv2.sepFilter2D(img, -1, g, g, borderType=BORDER)
@@ -112,8 +96,6 @@ def fft_filter2d(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def resize(img: np.ndarray, h: int, w: int, mode: str) -> np.ndarray:
-    if img.shape[0] == h and img.shape[1] == w:
-        return img
     return cv2.resize(img, (w, h), interpolation=INTERPOLATION[mode])
 
 
@@ -135,6 +117,11 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(np.clip(img, 0, 1), alpha=255.0)
 
 
+def quantise(img: np.ndarray) -> np.ndarray:
+    """The LQ onto the 8-bit grid as uint8 (a later resize back to the GT size stays in uint8)."""
+    return img if img.dtype == np.uint8 else to_uint8(img)
+
+
 def encode_jpeg(bgr: np.ndarray, quality: int) -> np.ndarray:
     """libjpeg (via OpenCV) baseline JPEG bytes of a uint8 BGR image, 4:2:0 chroma."""
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
@@ -149,56 +136,17 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return out.astype(np.float32) * np.float32(1 / 255)
 
 
-def first_order(img: np.ndarray, order: Order) -> np.ndarray:
-    if order.kernel is not None:
-        img = blur(img, order.kernel)
-    h, w = img.shape[:2]
-    r = order.resize
-    img = resize(img, max(1, int(h * r.scale)), max(1, int(w * r.scale)), r.mode)
-    img = add_noise(img, order.noise)
-    if order.jpeg_quality is not None:
-        img = jpeg(img, order.jpeg_quality)
-    return img
-
-
-def second_order(img: np.ndarray, order: Order, h_lq: float, w_lq: float) -> np.ndarray:
-    if order.kernel is not None:
-        img = blur(img, order.kernel)
-    # relative to the (fractional) LQ size GT/scale, as the reference: int(H / scale * s)
-    r = order.resize
-    img = resize(img, max(1, int(h_lq * r.scale)), max(1, int(w_lq * r.scale)), r.mode)
-    return add_noise(img, order.noise)
-
-
-def final_step(img: np.ndarray, final: Final, h_lq: int, w_lq: int) -> np.ndarray:
-    def resize_and_sinc(x):
-        x = resize(x, h_lq, w_lq, final.resize_mode)
-        return blur(x, final.sinc) if final.sinc is not None else x
-
-    # [resize + sinc] then JPEG, or JPEG then [resize + sinc]; sinc then JPEG then resize would
-    # twist lines (Real-ESRGAN's note), so it is never drawn.
-    if final.sinc_first:
-        return jpeg(resize_and_sinc(img), final.jpeg_quality)
-    return resize_and_sinc(jpeg(img, final.jpeg_quality))
+OPS = orders.Ops(
+    size=lambda img: img.shape[:2], usm_sharpen=usm_sharpen, blur=blur, resize=resize, add_noise=add_noise,
+    jpeg=jpeg, quantise=quantise,
+)
 
 
 def apply(recipe: Recipe, gt: np.ndarray) -> np.ndarray:
     """Degrade one uint8 RGB GT by ``recipe``: the LQ as uint8 RGB, at GT/scale (or GT size when
     ``recipe.lq_size == "gt"``). Deterministic: the same (recipe, gt) gives the same bytes."""
-    gt = as_rgb_uint8(gt, max(recipe.min_gt_side, recipe.scale), recipe.max_gt_pixels)
-    h, w = gt.shape[:2]
-    h_lq, w_lq = max(1, h // recipe.scale), max(1, w // recipe.scale)
+    gt = as_rgb_uint8(gt)
+    orders.check_gt_size(recipe, *gt.shape[:2])
     img = cv2.cvtColor(gt, cv2.COLOR_RGB2BGR).astype(np.float32)
     img *= np.float32(1 / 255)
-    if recipe.gt_usm:
-        img = usm_sharpen(img, recipe.usm_weight, recipe.usm_radius, recipe.usm_threshold)
-    img = first_order(img, recipe.first)
-    if recipe.second is not None:
-        img = second_order(img, recipe.second, h / recipe.scale, w / recipe.scale)
-        img = final_step(img, recipe.final, h_lq, w_lq)
-    else:
-        img = resize(img, h_lq, w_lq, recipe.resize_back_mode)
-    lq = cv2.cvtColor(to_uint8(img), cv2.COLOR_BGR2RGB)
-    if recipe.lq_size == "gt":
-        lq = resize(lq, h, w, recipe.resize_back_mode)
-    return lq
+    return cv2.cvtColor(orders.degrade(OPS, recipe, img), cv2.COLOR_BGR2RGB)

@@ -15,7 +15,7 @@ recipe stays small and the kernel is bit-identical wherever it is rebuilt.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
@@ -32,9 +32,6 @@ class KernelSpec:
     rotation: float = 0.0
     beta: float = 1.0
     omega_c: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def separable(self) -> bool:
@@ -107,8 +104,3 @@ def build(spec: KernelSpec) -> np.ndarray:
         return plateau(n, spec.sigma_x, spec.sigma_y, spec.rotation, spec.beta)
     raise ValueError(f"unknown kernel kind {kind!r}")
 
-
-def pad_to(kernel: np.ndarray, size: int) -> np.ndarray:
-    """Zero-pad a square odd kernel to size x size (the reference pads every kernel to 21x21)."""
-    p = (size - kernel.shape[0]) // 2
-    return np.pad(kernel, p) if p > 0 else kernel

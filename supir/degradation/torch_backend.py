@@ -1,9 +1,9 @@
-"""`apply_batch_torch`: the same recipes on torch tensors (CPU in tests, GPU in the trainer).
+"""`apply_batch_torch`: the torch operations of the degradation (CPU in tests, GPU in the trainer).
 
-Same steps and semantics as the CPU backend; what differs and why:
-- JPEG is a torch re-implementation of baseline libjpeg (4:2:0, integer-scaled Annex K tables
-  clamped to [1, 255], float DCT, integer rounding of every stored value, triangle chroma
-  up-sampling). libjpeg's fixed-point DCT and colour maths round differently, so outputs are close
+`orders.degrade` walks the recipe, as for the CPU backend; what the operations do differently and why:
+- JPEG is a torch re-implementation of baseline libjpeg (4:2:0, the Annex K tables of `jpeg.py`
+  scaled and clamped to [1, 255] as libjpeg does, float DCT, integer rounding of every stored value,
+  triangle chroma up-sampling). libjpeg's fixed-point DCT and colour maths round differently, so outputs are close
   but not bit-equal to the CPU backend (PSNR measured in ``docs/degradation.md``).
 - Noise comes from a torch generator seeded with the recipe's noise seed: same distribution as the
   CPU backend, different realisation. Gray noise is drawn per image (the reference drew one field
@@ -24,25 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from schemas.errors import ConfigError, InputImageError
-from supir.degradation import kernels
-from supir.degradation.recipe import Final, Noise, Order, Recipe
+from supir.degradation import jpeg as jpeg_tables
+from supir.degradation import kernels, orders
+from supir.degradation.recipe import Noise, Recipe
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2.COLOR_BGR2GRAY
-
-# JPEG Annex K quantisation tables (quality 50), row-major
-_LUMA_Q = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-           14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-_CHROMA_Q = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-             47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
-
-
-def quant_table(base: list[int], quality: int) -> np.ndarray:
-    """libjpeg's jpeg_quality_scaling + jpeg_add_quant_table (baseline: entries clamped to [1, 255])."""
-    quality = min(max(int(quality), 1), 100)
-    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
-    q = (np.asarray(base, dtype=np.int64) * scale + 50) // 100
-    return np.clip(q, 1, 255).reshape(8, 8)
 
 
 def _dct_matrix(device) -> torch.Tensor:
@@ -82,8 +68,7 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     cr = torch.round(0.5 * r - 0.418688 * g - 0.081312 * b + 128.0)
     chroma = torch.round(F.avg_pool2d(torch.stack([cb, cr])[None], 2))[0]
     d = _dct_matrix(x.device)
-    ql = torch.as_tensor(quant_table(_LUMA_Q, quality), dtype=torch.float32, device=x.device)
-    qc = torch.as_tensor(quant_table(_CHROMA_Q, quality), dtype=torch.float32, device=x.device)
+    ql, qc = (torch.as_tensor(t, dtype=torch.float32, device=x.device) for t in jpeg_tables.quant_tables(quality))
     y = _code_plane(y, ql, d).round().clamp(0, 255)
     # the 16x16 MCU padding makes the half-size chroma planes whole 8x8 blocks
     c = torch.stack([_code_plane(chroma[i], qc, d) for i in range(2)]).round().clamp(0, 255)
@@ -162,8 +147,6 @@ def fft_filter2d(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 
 
 def blur(x: torch.Tensor, spec: kernels.KernelSpec) -> torch.Tensor:
-    if spec.kind == "delta":
-        return x
     if x.device.type == "cpu":
         return fft_filter2d(x, kernels.build(spec))
     if spec.separable:
@@ -172,8 +155,6 @@ def blur(x: torch.Tensor, spec: kernels.KernelSpec) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, h: int, w: int, mode: str) -> torch.Tensor:
-    if x.shape[-2] == h and x.shape[-1] == w:
-        return x
     if mode == "area":
         return F.interpolate(x, size=(h, w), mode="area")
     return F.interpolate(x, size=(h, w), mode=mode, align_corners=False)
@@ -217,54 +198,14 @@ def add_noise(x: torch.Tensor, noise: Noise) -> torch.Tensor:
     return (x + n).clamp(0, 1)
 
 
-def first_order(x: torch.Tensor, order: Order) -> torch.Tensor:
-    if order.kernel is not None:
-        x = blur(x, order.kernel)
-    h, w = x.shape[-2:]
-    r = order.resize
-    x = resize(x, max(1, int(h * r.scale)), max(1, int(w * r.scale)), r.mode)
-    x = add_noise(x, order.noise)
-    return jpeg(x, order.jpeg_quality) if order.jpeg_quality is not None else x
-
-
-def second_order(x: torch.Tensor, order: Order, h_lq: float, w_lq: float) -> torch.Tensor:
-    if order.kernel is not None:
-        x = blur(x, order.kernel)
-    r = order.resize
-    x = resize(x, max(1, int(h_lq * r.scale)), max(1, int(w_lq * r.scale)), r.mode)
-    return add_noise(x, order.noise)
-
-
-def final_step(x: torch.Tensor, final: Final, h_lq: int, w_lq: int) -> torch.Tensor:
-    def resize_and_sinc(y):
-        y = resize(y, h_lq, w_lq, final.resize_mode)
-        return blur(y, final.sinc) if final.sinc is not None else y
-
-    if final.sinc_first:
-        return jpeg(resize_and_sinc(x), final.jpeg_quality)
-    return resize_and_sinc(jpeg(x, final.jpeg_quality))
-
-
 def _quantise(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0, 1) * 255.0) / 255.0
 
 
-def degrade_one(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """One 1x3xHxW RGB image in [0, 1] -> its LQ (values on the 8-bit grid, like the CPU backend)."""
-    h, w = x.shape[-2:]
-    h_lq, w_lq = max(1, h // recipe.scale), max(1, w // recipe.scale)
-    if recipe.gt_usm:
-        x = usm_sharpen(x, recipe.usm_weight, recipe.usm_radius, recipe.usm_threshold)
-    x = first_order(x, recipe.first)
-    if recipe.second is not None:
-        x = second_order(x, recipe.second, h / recipe.scale, w / recipe.scale)
-        x = final_step(x, recipe.final, h_lq, w_lq)
-    else:
-        x = resize(x, h_lq, w_lq, recipe.resize_back_mode)
-    x = _quantise(x)
-    if recipe.lq_size == "gt":
-        x = _quantise(resize(x, h, w, recipe.resize_back_mode))
-    return x
+OPS = orders.Ops(
+    size=lambda x: tuple(x.shape[-2:]), usm_sharpen=usm_sharpen, blur=blur, resize=resize, add_noise=add_noise,
+    jpeg=jpeg, quantise=_quantise,
+)
 
 
 @torch.no_grad()
@@ -282,12 +223,7 @@ def apply_batch_torch(recipes: list[Recipe], gt: torch.Tensor) -> torch.Tensor:
         raise ConfigError("every recipe of a batch must share scale and lq_size (one config per batch)")
     if gt.shape[1] == 1:
         gt = gt.expand(-1, 3, -1, -1)
-    h, w = gt.shape[-2:]
     if recipes:
-        r = recipes[0]
-        if min(h, w) < max(r.min_gt_side, r.scale):
-            raise InputImageError(f"the GT is {w}x{h}, smaller than the minimum side {max(r.min_gt_side, r.scale)} px")
-        if h * w > r.max_gt_pixels:
-            raise InputImageError(f"the GT is {w}x{h}, over max_gt_pixels={r.max_gt_pixels}; crop it first")
+        orders.check_gt_size(recipes[0], *gt.shape[-2:])
     x = gt.float()
-    return torch.cat([degrade_one(x[i : i + 1], recipe) for i, recipe in enumerate(recipes)])
+    return torch.cat([orders.degrade(OPS, recipe, x[i : i + 1]) for i, recipe in enumerate(recipes)])

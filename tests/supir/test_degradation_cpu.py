@@ -22,9 +22,9 @@ from supir.degradation import (
     usm_sharpen_uint8,
 )
 from supir.degradation import noise as noise_fields
+from supir.degradation.jpeg import quant_tables
 from supir.degradation.kernels import KernelSpec
 from supir.degradation.recipe import Noise, Order, Resize
-from supir.degradation.torch_backend import _CHROMA_Q, _LUMA_Q, quant_table
 
 ZIGZAG = [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
           14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39,
@@ -56,8 +56,7 @@ def jpeg_quant_tables(data: bytes) -> dict[int, np.ndarray]:
 def estimate_jpeg_quality(data: bytes) -> int:
     """The libjpeg quality whose scaled Annex K tables are exactly this file's tables."""
     t = jpeg_quant_tables(data)
-    matches = [q for q in range(1, 101)
-               if np.array_equal(t[0], quant_table(_LUMA_Q, q)) and np.array_equal(t[1], quant_table(_CHROMA_Q, q))]
+    matches = [q for q in range(1, 101) if all(np.array_equal(t[i], quant_tables(q)[i]) for i in (0, 1))]
     assert len(matches) == 1, f"tables match qualities {matches}"
     return matches[0]
 
@@ -163,7 +162,7 @@ def test_blur_paths_match_the_padded_21x21_filter2d_of_the_reference():
     img = photo(80, 90).astype(np.float32) / 255
     for spec in (KernelSpec("iso", 13, 2.0, 2.0), KernelSpec("aniso", 21, 2.5, 0.4, 1.0),
                  KernelSpec("plateau_aniso", 7, 1.0, 2.0, 0.3, beta=1.5), KernelSpec("sinc", 17, omega_c=1.0)):
-        padded = kernels.pad_to(kernels.build(spec), 21).astype(np.float32)
+        padded = np.pad(kernels.build(spec), (21 - spec.size) // 2).astype(np.float32)
         ref = cv2.filter2D(img, -1, padded, borderType=cv2.BORDER_REFLECT_101)
         np.testing.assert_allclose(cpu.blur(img, spec), ref, atol=2e-6)
 
