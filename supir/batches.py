@@ -48,3 +48,40 @@ class DataStream:
             except StopIteration:
                 self._it, self.epoch, self.position = None, self.epoch + 1, 0
         raise ConfigError("the training data yields no batch (fewer samples than one batch per rank?)")
+
+
+def make_source(config, split: str, shards: str | None = None):
+    """The shard reader (supir.reader) for the configured shards."""
+    from supir.reader import ReaderConfig, make_loader
+
+    d = config.data
+    workers = d.num_workers if split == d.split else 0  # val: a few batches, no worker start-up
+    if not (shards or d.shards):
+        raise ConfigError("data.shards is empty: point it at a shard manifest or tar pattern")
+    return make_loader(
+        ReaderConfig(
+            shards=shards or d.shards,
+            split=split,
+            batch_size=d.batch_size,
+            crop_size=d.crop_size,
+            shuffle_buffer=d.shuffle_buffer if split == d.split else 0,
+            resampled=d.resampled and split == d.split,
+            caption_dropout=d.caption_dropout if split == d.split else 0.0,
+            seed=config.seed,
+            num_workers=workers,
+            partial_batches=split != d.split,
+        )
+    )
+
+
+def val_source(config):
+    """The validation reader: `data.val_shards`, else the manifest's val split, else None."""
+    d = config.data
+    if d.val_shards:
+        return make_source(config, d.val_split, d.val_shards)
+    if d.shards.endswith(".manifest.json"):
+        try:
+            return make_source(config, d.val_split)
+        except ConfigError:
+            return None
+    return None
