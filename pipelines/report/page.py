@@ -1,6 +1,5 @@
 """The report's HTML: plain markup and one inline stylesheet, no scripts, no external resources."""
 
-import base64
 import json
 import time
 from html import escape
@@ -227,15 +226,13 @@ def render(data, preview: tuple[str, bytes] | None = None) -> str:
     nav = "".join(f'<a href="#{sid}">{escape(title.split(",")[0])}</a>' for sid, title, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{escape(title)}</h2>{html}</section>' for sid, title, html in sections)
     stats = "".join(f"<div class=stat><b>{_num(v)}</b><span>{escape(k)}</span></div>" for k, v in cards)
-    favicon = "data:image/png;base64," + base64.b64encode(_FAVICON).decode()
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>supir-data report</title>'
-            f'<link rel="icon" href="{favicon}"><meta name="viewport" content="width=device-width">'
+            f'<link rel="icon" href="{_FAVICON}"><meta name="viewport" content="width=device-width">'
             f"<style>{STYLE}</style></head><body><header><h1>supir-data catalog report</h1>"
             f"<p>{escape(data.root)} · generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</p>"
             f'<div class="cards">{stats}</div></header><nav>{nav}</nav><main>{body}</main></body></html>')
 
 
-# A 1x1 PNG: without an icon link a browser requests /favicon.ico, a failed load in the console.
-_FAVICON = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkqP9fDwAEdQHB7mZ0WwAAAABJRU5ErkJggg=="
-)
+# Without an icon link a browser requests /favicon.ico: a failed load in the console.
+_FAVICON = ("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
+            "%3Crect width='16' height='16' rx='3' fill='%231d3557'/%3E%3C/svg%3E")
