@@ -1,9 +1,12 @@
 """The report's numbers, aggregated inside DuckDB so a 20M-row catalog never reaches Python.
 
-Every function here returns a few hundred values at most: counts are `GROUP BY`s, histograms are
-binned in SQL (a value's bin is ``floor((x - lo) / width)``, clamped into the edge bins), and the
-range of each histogram is the 0.1–99.9 % approximate quantiles widened to include the thresholds,
-so one outlier cannot squeeze the interesting part into a single bar.
+Every function here returns a few thousand values at most. A histogram costs two passes over its table
+for all columns together: min and max per column (columnar, cheap), then one ``GROUPING SETS`` query
+that counts ``FINE_BINS`` bins per column and verdict (the per-source counts ride along in the same
+scan, so the verdict expression of `scan_verdicts` is evaluated once per row, not once per signal).
+The page shows ``HIST_BINS`` bars between the 0.1 % and 99.9 % points (read off the fine bins) widened
+to include the thresholds, so one outlier cannot squeeze everything into a single bar; values outside
+land in the edge bars. Rebinning is by fine-bin centre, so a bar edge is exact to 1/1000 of the range.
 """
 
 import math
@@ -12,14 +15,12 @@ from dataclasses import dataclass
 from catalogs.catalog import Catalog
 from schemas.tables import QUALITY_SIGNALS
 
-HIST_BINS = 40
+HIST_BINS = 40  # bars on the page
+FINE_BINS = 1000  # bins counted in SQL, from which the bars' range and counts are read
 # Histogram categories, in stacking order: how the catalog judged the images in each bar.
 PASSED, REJECTED_HERE, REJECTED_ELSEWHERE = "passed", "rejected by this signal", "rejected by another check"
 CATEGORIES = (PASSED, REJECTED_HERE, REJECTED_ELSEWHERE)
 
-# `decisions` only rejects rows whose scan verdict is NULL, so the counts per source and reason are two
-# join-free group-bys (as `status` does): one pass over `scans`, one over the small `decisions`.
-_SCAN_COUNTS_SQL = "SELECT source, verdict AS reason, count(*) AS n FROM scan_verdicts GROUP BY ALL"
 _DECISION_COUNTS_SQL = "SELECT source, reason, count(*) AS n FROM decisions GROUP BY ALL"
 
 
@@ -74,28 +75,75 @@ def stored_thresholds(catalog: Catalog) -> tuple[dict[str, Bound], dict[str, Bou
     return signals, iqa
 
 
-def reason_counts(catalog: Catalog) -> list[dict]:
-    """One row per (source, reason) with ``n``; reason None means accepted. Sorted by source, then n."""
-    counts: dict[tuple, int] = {}
-    for r in catalog.query(_SCAN_COUNTS_SQL).to_pylist():
-        key = (r["source"], r["reason"])
-        counts[key] = counts.get(key, 0) + r["n"]
-    for r in catalog.query(_DECISION_COUNTS_SQL).to_pylist():
-        counts[(r["source"], None)] = counts.get((r["source"], None), 0) - r["n"]
-        counts[(r["source"], r["reason"])] = counts.get((r["source"], r["reason"]), 0) + r["n"]
-    rows = [{"source": s, "reason": reason, "n": n} for (s, reason), n in counts.items() if n]
-    return sorted(rows, key=lambda r: (str(r["source"]), -r["n"], str(r["reason"])))
+def _finite(c: str) -> str:
+    return f'"{c}" IS NOT NULL AND NOT isnan("{c}")'
 
 
-def _ranges(catalog: Catalog, columns: list[str], table: str) -> dict[str, tuple[float, float] | None]:
-    """Robust (lo, hi) per column in one pass: approximate 0.1 % and 99.9 % quantiles of finite values."""
-    if not columns:
-        return {}
-    exprs = ", ".join(
-        f'approx_quantile("{c}", [0.001, 0.999]) FILTER (WHERE NOT isnan("{c}")) AS "{c}"' for c in columns
-    )
-    row = catalog.query(f"SELECT {exprs} FROM {table}").to_pylist()[0]
-    return {c: (float(row[c][0]), float(row[c][1])) if row[c] and row[c][0] is not None else None for c in columns}
+def _min_max(catalog, relation: str, columns: list[str]) -> dict[str, tuple[float, float] | None]:
+    exprs = ", ".join(f'min("{c}") FILTER (WHERE {_finite(c)}), max("{c}") FILTER (WHERE {_finite(c)})' for c in columns)
+    row = catalog.query(f"SELECT {exprs} FROM {relation}").to_pylist()[0]
+    values = list(row.values())
+    return {c: None if values[2 * i] is None else (float(values[2 * i]), float(values[2 * i + 1]))
+            for i, c in enumerate(columns)}
+
+
+def _fine_bin(c: str, lo: float, hi: float) -> str:
+    width = (hi - lo) / FINE_BINS or 1.0
+    return (f'CASE WHEN {_finite(c)} THEN least(greatest(floor(("{c}"::DOUBLE - {lo!r}) / {width!r}), 0), '
+            f'{FINE_BINS - 1})::INTEGER END AS "b_{c}"')
+
+
+def fine_counts(catalog, relation: str, columns: list[str], group: str, extra_set: tuple[str, ...] = (),
+                range_relation: str | None = None):
+    """One scan: {column: (lo, hi, {group value: [count per fine bin]})}, and the ``extra_set`` rows.
+
+    ``group`` is an expression named ``grp``; ``extra_set`` (column names of ``relation``) adds one more
+    grouping set counted in the same pass (e.g. source and verdict).
+    """
+    ranges = {c: r for c, r in _min_max(catalog, range_relation or relation, columns).items() if r}
+    if not ranges and not extra_set:
+        return {}, []
+    bins = "".join(f", {_fine_bin(c, *r)}" for c, r in ranges.items())
+    sets = [f'(grp, "b_{c}")' for c in ranges] + ([f"({', '.join(extra_set)})"] if extra_set else [])
+    flags = "".join(f', grouping("b_{c}") AS "g_{c}"' for c in ranges)
+    keys = "".join(f', "b_{c}"' for c in ranges) + "".join(f", {k}" for k in extra_set)
+    sql = (f"SELECT grp{keys}{flags}, count(*) AS n FROM (SELECT {group} AS grp{bins}"
+           f"{''.join(f', {k}' for k in extra_set)} FROM {relation}) GROUP BY GROUPING SETS ({', '.join(sets)})")
+    out = {c: (lo, hi, {}) for c, (lo, hi) in ranges.items()}
+    extra = []
+    for r in catalog.query(sql).to_pylist():
+        column = next((c for c in ranges if r[f"g_{c}"] == 0), None)
+        if column is None:
+            extra.append({k: r[k] for k in extra_set} | {"n": r["n"]})
+        elif r[f"b_{column}"] is not None:  # NULL: not measured
+            out[column][2].setdefault(r["grp"], [0] * FINE_BINS)[r[f"b_{column}"]] += r["n"]
+    return out, extra
+
+
+def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, categories=None) -> Histogram:
+    """Fine bins -> ``HIST_BINS`` bars over the 0.1–99.9 % range plus the thresholds (see module doc)."""
+    lo, hi, by_group = fine
+    total = [sum(col) for col in zip(*by_group.values())] or [0] * FINE_BINS
+    cumulative, n = 0, sum(total)
+    width = (hi - lo) / FINE_BINS
+    q_lo = q_hi = None
+    for i, count in enumerate(total):
+        if q_lo is None and count and cumulative + count > 0.001 * n:
+            q_lo = lo + i * width
+        cumulative += count
+        if q_hi is None and cumulative >= 0.999 * n:
+            q_hi = lo + (i + 1) * width
+    d_lo, d_hi = _span((q_lo if q_lo is not None else lo, q_hi if q_hi is not None else hi), bound)
+    step = (d_hi - d_lo) / HIST_BINS
+    counts: dict[str, list[int]] = {}
+    for group, fine_counts_ in by_group.items():
+        category = categories(group) if categories else group
+        bars = counts.setdefault(category, [0] * HIST_BINS)
+        for i, count in enumerate(fine_counts_):
+            if count:
+                centre = lo + (i + 0.5) * width
+                bars[min(max(int(math.floor((centre - d_lo) / step)), 0), HIST_BINS - 1)] += count
+    return Histogram(name, d_lo, d_hi, counts, bound)
 
 
 def _span(observed: tuple[float, float], bound: Bound) -> tuple[float, float]:
@@ -106,66 +154,71 @@ def _span(observed: tuple[float, float], bound: Bound) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _binned(catalog: Catalog, select_sql: str, lo: float, hi: float) -> dict[str, list[int]]:
-    """Counts per (category, bin) of ``select_sql``'s columns ``x`` and ``cat``."""
-    sql = f"""
-SELECT least(greatest(floor((x - $1) / $2), 0), {HIST_BINS - 1})::INTEGER AS bin, cat, count(*) AS n
-FROM ({select_sql}) WHERE x IS NOT NULL AND NOT isnan(x) GROUP BY ALL"""
-    counts: dict[str, list[int]] = {}
-    for r in catalog.query(sql, [lo, (hi - lo) / HIST_BINS]).to_pylist():
-        counts.setdefault(r["cat"], [0] * HIST_BINS)[r["bin"]] += r["n"]
-    return counts
+def scan_aggregates(catalog) -> tuple[list[dict], list[Histogram]]:
+    """(counts per source and reason, a histogram per cheap signal split by verdict): one pass over scans.
 
-
-def signal_histograms(catalog: Catalog) -> list[Histogram]:
-    """A histogram per cheap signal over every scanned image, split by how the catalog judged it."""
+    `decisions` only rejects rows whose scan verdict is NULL (dedup and model metrics look at survivors
+    only), so the final reasons are the scan verdicts corrected by the small `decisions` table, as in
+    `status`: no join over the whole catalog.
+    """
     bounds, _ = stored_thresholds(catalog)
-    ranges = _ranges(catalog, list(QUALITY_SIGNALS), "scan_verdicts")
-    out = []
-    for name in QUALITY_SIGNALS:
-        if ranges[name] is None:
-            continue
-        lo, hi = _span(ranges[name], bounds[name])
-        select = (
-            f"SELECT \"{name}\"::DOUBLE AS x, CASE WHEN verdict IS NULL THEN '{PASSED}' "
-            f"WHEN verdict = 'low_quality:{name}' THEN '{REJECTED_HERE}' ELSE '{REJECTED_ELSEWHERE}' END AS cat "
-            "FROM scan_verdicts"
-        )
-        out.append(Histogram(name, lo, hi, _binned(catalog, select, lo, hi), bounds[name]))
-    return out
+    fine, per_source = fine_counts(catalog, "scan_verdicts", list(QUALITY_SIGNALS), "verdict",
+                                   extra_set=("source", "verdict"), range_relation="scans")
+    counts: dict[tuple, int] = {}
+    for r in per_source:
+        counts[(r["source"], r["verdict"])] = counts.get((r["source"], r["verdict"]), 0) + r["n"]
+    for r in catalog.query(_DECISION_COUNTS_SQL).to_pylist():
+        counts[(r["source"], None)] = counts.get((r["source"], None), 0) - r["n"]
+        counts[(r["source"], r["reason"])] = counts.get((r["source"], r["reason"]), 0) + r["n"]
+    rows = [{"source": s, "reason": reason, "n": n} for (s, reason), n in counts.items() if n]
+    rows.sort(key=lambda r: (str(r["source"]), -r["n"], str(r["reason"])))
+
+    def category(name):
+        return lambda verdict: (PASSED if verdict is None else REJECTED_HERE if verdict == f"low_quality:{name}"
+                                else REJECTED_ELSEWHERE)
+
+    hists = [display_histogram(c, fine[c], bounds[c], category(c)) for c in QUALITY_SIGNALS if c in fine]
+    return rows, hists
 
 
-def iqa_histograms(catalog: Catalog) -> list[Histogram]:
+def iqa_histograms(catalog) -> list[Histogram]:
     """A histogram per scored model metric (`iqa_scores`), with its configured bounds."""
     _, bounds = stored_thresholds(catalog)
-    metrics = [r["metric"] for r in catalog.query("SELECT DISTINCT metric FROM iqa_scores ORDER BY 1").to_pylist()]
     out = []
-    for metric in metrics:
-        bound = bounds.get(metric, Bound())
-        q = catalog.query(
-            "SELECT approx_quantile(score, [0.001, 0.999]) AS q FROM iqa_scores WHERE metric = $1 AND NOT isnan(score)",
-            [metric],
-        ).to_pylist()[0]["q"]
-        if not q or q[0] is None:
-            continue
-        lo, hi = _span((float(q[0]), float(q[1])), bound)
+    for metric in catalog.query("SELECT DISTINCT metric FROM iqa_scores ORDER BY 1").column(0).to_pylist():
         quoted = "'" + metric.replace("'", "''") + "'"
-        select = f"SELECT score::DOUBLE AS x, '{PASSED}' AS cat FROM iqa_scores WHERE metric = {quoted}"
-        out.append(Histogram(f"iqa_{metric}", lo, hi, _binned(catalog, select, lo, hi), bound))
+        fine, _ = fine_counts(catalog, f"(SELECT score FROM iqa_scores WHERE metric = {quoted})", ["score"], f"'{PASSED}'")
+        if "score" in fine:
+            out.append(display_histogram(f"iqa_{metric}", fine["score"], bounds.get(metric, Bound())))
     return out
 
 
-def caption_stats(catalog: Catalog) -> dict:
-    """Caption counts by model and flag, and the token-length distribution of the good ones."""
+def caption_aggregates(catalog) -> tuple[dict, Histogram | None]:
+    """(caption counts by model and flag, and token statistics; the token-length histogram of good ones).
+
+    Token statistics come from the fine bins (exact for token counts when the range spans < 1000 tokens).
+    """
     by_flag = catalog.query(
         "SELECT model, coalesce(flag, 'ok') AS flag, count(*) AS n FROM captions GROUP BY ALL ORDER BY n DESC, model, flag"
     ).to_pylist()
-    length = catalog.query(
-        "SELECT count(*) AS n, avg(n_tokens) AS mean, approx_quantile(n_tokens, [0.05, 0.5, 0.95]) AS q, "
-        "avg(length(caption) - length(replace(caption, ' ', '')) + 1) AS words, "
-        "count(DISTINCT image_id) AS images FROM captions WHERE flag IS NULL"
-    ).to_pylist()[0]
-    return {"by_flag": by_flag, **length}
+    fine, _ = fine_counts(catalog, "(SELECT n_tokens FROM captions WHERE flag IS NULL)", ["n_tokens"], f"'{PASSED}'")
+    stats = {"by_flag": by_flag, "n": 0, "mean": None, "q": [None, None, None]}
+    if "n_tokens" not in fine:
+        return stats, None
+    lo, hi, groups = fine["n_tokens"]
+    counts, width = groups[PASSED], (hi - lo) / FINE_BINS
+    centres = [lo + (i + 0.5) * width for i in range(FINE_BINS)]
+    n = sum(counts)
+    stats["n"], stats["mean"] = n, sum(c * x for c, x in zip(counts, centres)) / n
+
+    def quantile(q):
+        cumulative = 0
+        for c, x in zip(counts, centres):
+            cumulative += c
+            if cumulative >= q * n:
+                return round(x) if width <= 1 else x
+    stats["q"] = [quantile(q) for q in (0.05, 0.5, 0.95)]
+    return stats, display_histogram("tokens per caption", fine["n_tokens"], Bound())
 
 
 def negative_stats(catalog: Catalog) -> list[dict]:
@@ -191,13 +244,3 @@ def shard_configs(catalog: Catalog) -> dict[str, str]:
         "QUALIFY row_number() OVER (PARTITION BY name ORDER BY started_at DESC) = 1"
     ).to_pylist()
     return {r["name"]: r["config_json"] for r in rows}
-
-
-def caption_length_histogram(catalog: Catalog) -> Histogram | None:
-    """Tokens per good caption (a degenerate or truncated captioner shows up as a spike)."""
-    ranges = _ranges(catalog, ["n_tokens"], "(SELECT n_tokens::DOUBLE AS n_tokens FROM captions WHERE flag IS NULL)")
-    if ranges["n_tokens"] is None:
-        return None
-    lo, hi = _span(ranges["n_tokens"], Bound())
-    select = f"SELECT n_tokens::DOUBLE AS x, '{PASSED}' AS cat FROM captions WHERE flag IS NULL"
-    return Histogram("tokens per caption", lo, hi, _binned(catalog, select, lo, hi), Bound())

@@ -18,6 +18,7 @@ import click
 
 from catalogs.catalog import Catalog
 from pipelines.report import aggregate, samples
+from pipelines.report.reader import reading
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,14 @@ class ReportData:
     """Everything the page shows, already small: counts, histograms and sampled rows."""
 
     root: str
-    reasons: list[dict]
+    reasons: list[dict]  # {source, reason (None: accepted), n}
     histograms: list[aggregate.Histogram]
     iqa_histograms: list[aggregate.Histogram]
-    groups: dict[str, dict]
-    kept: dict[str, dict]  # image_id -> kept row, for the duplicates among the sampled rejections
+    groups: dict[str, dict]  # 'accepted' or reason -> {'n', 'rows'}
+    kept: dict[str, dict]  # image_id -> the accepted row holding it
     thresholds: dict[str, aggregate.Bound]
     duplicate_total: int
-    duplicates: list[dict]
+    duplicates: list[dict]  # {'kept_id', 'kept' (row or None), 'n_copies', 'copies' (rows)}
     caption_stats: dict
     caption_lengths: aggregate.Histogram | None
     captions: list[dict]
@@ -55,7 +56,12 @@ class ReportData:
 
 
 def collect(catalog: Catalog, opts: ReportOptions = ReportOptions()) -> ReportData:
-    """Query the catalog for the report (timed per part, in seconds, in ``timings``)."""
+    """Query the catalog for the report on one connection (timed per part, in seconds, in ``timings``)."""
+    with reading(catalog) as reader:
+        return _collect(reader, opts)
+
+
+def _collect(catalog, opts: ReportOptions) -> ReportData:
     timings: dict[str, float] = {}
 
     def timed(name, fn, *args):
@@ -64,31 +70,53 @@ def collect(catalog: Catalog, opts: ReportOptions = ReportOptions()) -> ReportDa
         timings[name] = round(time.perf_counter() - t0, 4)
         return out
 
-    groups = timed("samples", samples.group_samples, catalog, opts.per_group)
-    dup_ids = [r["duplicate_of"] for g in groups.values() for r in g["rows"] if r["duplicate_of"]]
-    dup_total, dups = timed("duplicates", samples.duplicate_groups, catalog, opts.duplicate_groups,
+    reasons, histograms = timed("counts_and_histograms", aggregate.scan_aggregates, catalog)
+    groups = timed("sample_paths", samples.group_paths, catalog, opts.per_group)
+    dup_total, dups = timed("duplicate_groups", samples.duplicate_groups, catalog, opts.duplicate_groups,
                             opts.per_duplicate_group)
     good, flagged = timed("caption_examples", samples.caption_examples, catalog, opts.captions, 2)
+    negatives = timed("negative_examples", samples.negative_examples, catalog, opts.negatives)
+    caption_stats, caption_lengths = timed("caption_stats", aggregate.caption_aggregates, catalog)
+
+    # One lookup per table for every section: kept copies, captioned and negative sources, then rows.
+    sampled = [p for g in groups.values() for p in g["paths"]] + [p for g in dups for p in g["paths"]]
+    dup_of = timed("duplicate_of", _duplicate_of, catalog, sampled)
+    captioned = good + [r for rows in flagged.values() for r in rows]
+    holders = timed("paths_of", samples.paths_of, catalog, [*dup_of.values(), *(g["kept_id"] for g in dups),
+                                                           *(r["image_id"] for r in captioned + negatives)])
+    kept_ids = {*dup_of.values(), *(g["kept_id"] for g in dups)}
+    rows = timed("image_rows", samples.image_rows, catalog,
+                 sampled + [p for i in kept_ids for p in holders.get(i, [])])
+    kept = {}
+    for image_id in kept_ids:
+        accepted = [rows[p] for p in holders.get(image_id, []) if p in rows and rows[p]["status"] == "accepted"]
+        if accepted:
+            kept[image_id] = accepted[0]
+    for r in captioned:
+        r["path"] = (holders.get(r["image_id"]) or [None])[0]
+    for r in negatives:
+        r["source_path"] = (holders.get(r["image_id"]) or [None])[0]
     return ReportData(
-        root=str(catalog.root),
-        reasons=timed("reasons", aggregate.reason_counts, catalog),
-        histograms=timed("histograms", aggregate.signal_histograms, catalog),
+        root=str(catalog.root), reasons=reasons, histograms=histograms,
         iqa_histograms=timed("iqa_histograms", aggregate.iqa_histograms, catalog),
-        groups=groups,
-        kept=timed("kept", samples.kept_copies, catalog, dup_ids),
-        thresholds=aggregate.stored_thresholds(catalog)[0],
-        duplicate_total=dup_total,
-        duplicates=dups,
-        caption_stats=timed("caption_stats", aggregate.caption_stats, catalog),
-        caption_lengths=timed("caption_lengths", aggregate.caption_length_histogram, catalog),
-        captions=good,
-        flagged_captions=flagged,
-        negative_stats=timed("negative_stats", aggregate.negative_stats, catalog),
-        negatives=timed("negative_examples", samples.negative_examples, catalog, opts.negatives),
+        groups={g: {"n": v["n"], "rows": [rows[p] for p in v["paths"] if p in rows]} for g, v in groups.items()},
+        kept=kept, thresholds=aggregate.stored_thresholds(catalog)[0], duplicate_total=dup_total,
+        duplicates=[{"kept_id": g["kept_id"], "kept": kept.get(g["kept_id"]), "n_copies": g["n_copies"],
+                     "copies": [rows[p] for p in g["paths"] if p in rows]} for g in dups],
+        caption_stats=caption_stats, caption_lengths=caption_lengths, captions=good, flagged_captions=flagged,
+        negative_stats=timed("negative_stats", aggregate.negative_stats, catalog), negatives=negatives,
         shard_mix=timed("shard_mix", aggregate.shard_mix, catalog),
-        shard_configs=timed("shard_configs", aggregate.shard_configs, catalog),
-        timings=timings,
+        shard_configs=timed("shard_configs", aggregate.shard_configs, catalog), timings=timings,
     )
+
+
+def _duplicate_of(catalog, paths: list[str]) -> dict[str, str]:
+    """path -> the image_id it is a copy of, for the sampled paths (from the small `decisions` table)."""
+    if not paths:
+        return {}
+    rows = catalog.query("SELECT path, duplicate_of FROM decisions WHERE duplicate_of IS NOT NULL "
+                         "AND path IN (SELECT unnest($1))", [sorted(set(paths))]).to_pylist()
+    return {r["path"]: r["duplicate_of"] for r in rows}
 
 
 def degradation_preview(data: ReportData, n: int) -> tuple[str, bytes] | None:

@@ -15,6 +15,7 @@ import click
 
 from catalogs.catalog import Catalog
 from pipelines.report.aggregate import Bound, stored_thresholds
+from pipelines.report.reader import reading
 from schemas.errors import CatalogError
 from schemas.tables import QUALITY_SIGNALS
 
@@ -99,10 +100,8 @@ def explain_row(catalog: Catalog, row: dict, signals: dict[str, Bound], iqa: dic
 @click.pass_obj
 def explain_command(settings, path_or_id):
     """Why one image (a path, or an image_id) was accepted or rejected: each signal, threshold and decision."""
-    catalog = Catalog(settings.root)
-    signals, iqa = stored_thresholds(catalog)
-    rows = lookup(catalog, path_or_id)
-    for i, row in enumerate(rows):
-        if i:
-            click.echo("")
-        click.echo("\n".join(explain_row(catalog, row, signals, iqa)))
+    with reading(Catalog(settings.root)) as catalog:
+        signals, iqa = stored_thresholds(catalog)
+        rows = lookup(catalog, path_or_id)
+        text = "\n\n".join("\n".join(explain_row(catalog, row, signals, iqa)) for row in rows)
+    click.echo(text)

@@ -151,8 +151,8 @@ def _captions(data, uris) -> str:
     flags = "".join(f"<tr><td>{escape(r['model'])}</td><td>{escape(r['flag'])}</td><td>{_num(r['n'])}</td></tr>"
                     for r in s["by_flag"])
     q = s["q"] or [None] * 3
-    stats = (f"<p>{_num(s['n'])} good captions of {_num(s['images'])} images; tokens: mean {_num(s['mean'])}, "
-             f"5/50/95 % {_num(q[0])} / {_num(q[1])} / {_num(q[2])}; words: mean {_num(s['words'])}.</p>")
+    stats = (f"<p>{_num(s['n'])} good captions; tokens per caption: mean {_num(s['mean'])}, "
+             f"5 / 50 / 95 % {_num(q[0])} / {_num(q[1])} / {_num(q[2])}.</p>")
     plot = f"<div class=plots><div>{plots.histogram_svg(data.caption_lengths)}</div></div>" if data.caption_lengths else ""
 
     def example(r, flag=""):

@@ -7,6 +7,7 @@ from catalogs.catalog import Catalog
 from catalogs.lake import write_part
 from pipelines.ingest.quality import load_thresholds, quality_reason_sql, thresholds_to_dict
 from pipelines.report import aggregate, samples
+from pipelines.report.command import ReportOptions, collect
 from schemas.runs import utc_now
 from schemas.tables import QUALITY_SIGNALS
 
@@ -55,59 +56,82 @@ def catalog(tmp_path_factory):
 
 
 def test_counts_by_source_and_reason_equal_a_direct_count(catalog):
+    reasons, _ = aggregate.scan_aggregates(catalog)
     direct = catalog.query("SELECT source, reason, count(*) AS n FROM images GROUP BY ALL").to_pylist()
-    assert sorted(map(str, aggregate.reason_counts(catalog))) == sorted(map(str, sorted(
-        direct, key=lambda r: (r["source"], -r["n"], str(r["reason"])))))
-    assert sum(r["n"] for r in aggregate.reason_counts(catalog)) == N
+    key = lambda r: (r["source"], str(r["reason"]))  # noqa: E731
+    assert sorted(reasons, key=key) == sorted(direct, key=key)
+    assert sum(r["n"] for r in reasons) == N
 
 
-def test_histograms_bin_every_measured_value_like_numpy(catalog):
-    hists = {h.name: h for h in aggregate.signal_histograms(catalog)}
+def test_histograms_count_every_measured_value_by_verdict(catalog):
+    _, hists = aggregate.scan_aggregates(catalog)
+    hists = {h.name: h for h in hists}
     assert set(hists) == set(QUALITY_SIGNALS)
     for name, h in hists.items():
         rows = catalog.query(f"SELECT {name} AS x, verdict FROM scan_verdicts WHERE {name} IS NOT NULL "
                              f"AND NOT isnan({name})").to_pylist()
         assert h.total == len(rows) > 0
-        rejected_here = sum(r["verdict"] == f"low_quality:{name}" for r in rows)
-        assert sum(h.counts.get(aggregate.REJECTED_HERE, [])) == rejected_here
-        x = np.clip(np.array([r["x"] for r in rows]), h.lo, np.nextafter(h.hi, h.lo))
-        expected, _ = np.histogram(x, bins=aggregate.HIST_BINS, range=(h.lo, h.hi))
-        assert np.sum(list(h.counts.values()), axis=0).tolist() == expected.tolist()
-        b = h.bound
-        for v in (b.min, b.max):  # the threshold is inside the plotted range
+        assert sum(h.counts.get(aggregate.REJECTED_HERE, [])) == sum(r["verdict"] == f"low_quality:{name}" for r in rows)
+        assert sum(h.counts.get(aggregate.PASSED, [])) == sum(r["verdict"] is None for r in rows)
+        # every bar holds the values between its edges, to the fine-bin resolution (1/1000 of the range)
+        x = np.array([r["x"] for r in rows])
+        bars = np.sum(list(h.counts.values()), axis=0)
+        fine = (x.max() - x.min()) / aggregate.FINE_BINS
+        edges = h.edges()
+        for i in range(aggregate.HIST_BINS):
+            lo = -np.inf if i == 0 else edges[i]
+            hi = np.inf if i == aggregate.HIST_BINS - 1 else edges[i + 1]
+            assert ((x >= lo + fine) & (x < hi - fine)).sum() <= bars[i] <= ((x >= lo - fine) & (x < hi + fine)).sum()
+        # the plotted range holds at least 99.8 % of the values, and the thresholds
+        assert ((x >= h.lo) & (x <= h.hi)).mean() >= 0.998
+        for v in (h.bound.min, h.bound.max):
             assert v is None or h.lo < v < h.hi
     assert hists["sharpness"].bound.min == load_thresholds().sharpness.min
 
 
+def test_fine_counts_equal_numpy_histogram(catalog):
+    fine, _ = aggregate.fine_counts(catalog, "scans", ["sharpness"], "'all'")
+    lo, hi, groups = fine["sharpness"]
+    x = np.array(catalog.query("SELECT sharpness::DOUBLE FROM scans WHERE sharpness IS NOT NULL").column(0).to_pylist())
+    assert (lo, hi) == (x.min(), x.max())
+    expected, _ = np.histogram(x, bins=aggregate.FINE_BINS, range=(lo, hi))
+    assert np.abs(np.array(groups["all"]) - expected).sum() <= 4  # values on a bin edge may round either way
+    assert sum(groups["all"]) == len(x)
+
+
 def test_samples_are_bounded_deterministic_and_belong_to_their_group(catalog):
-    groups = samples.group_samples(catalog, per_group=5)
-    again = samples.group_samples(catalog, per_group=5)  # (rows hold NaN signals: compare the paths)
-    assert {g: [r["path"] for r in v["rows"]] for g, v in groups.items()} == {
-        g: [r["path"] for r in v["rows"]] for g, v in again.items()}
+    groups = samples.group_paths(catalog, per_group=5)
+    assert groups == samples.group_paths(catalog, per_group=5)
     direct = {r["g"]: r["n"] for r in catalog.query(
         "SELECT coalesce(reason, 'accepted') AS g, count(*) AS n FROM images GROUP BY ALL").to_pylist()}
     assert {g: v["n"] for g, v in groups.items()} == direct
     assert next(iter(groups)) == "accepted"
+    rows = samples.image_rows(catalog, [p for v in groups.values() for p in v["paths"]])
     for g, v in groups.items():
-        assert len(v["rows"]) == min(5, v["n"])
-        assert all((r["reason"] or "accepted") == g for r in v["rows"])
+        assert len(v["paths"]) == min(5, v["n"])
+        assert all((rows[p]["reason"] or "accepted") == g for p in v["paths"])
 
 
-def test_duplicate_groups_point_at_the_accepted_kept_copy(catalog):
-    total, groups = samples.duplicate_groups(catalog, n_groups=4, per_group=3)
-    assert total == catalog.scalar("SELECT count(DISTINCT duplicate_of) FROM decisions")
-    assert len(groups) == 4
-    for g in groups:
-        assert g["kept"]["image_id"] == g["kept_id"]
-        assert catalog.scalar("SELECT status FROM images WHERE path = ?", [g["kept"]["path"]]) == "accepted"
-        assert all(c["duplicate_of"] == g["kept_id"] for c in g["copies"])
+def test_collect_points_duplicates_at_the_accepted_kept_copy(catalog):
+    data = collect(catalog, ReportOptions(per_group=4, duplicate_groups=5, per_duplicate_group=3))
+    assert data.duplicate_total == catalog.scalar("SELECT count(DISTINCT duplicate_of) FROM decisions")
+    assert len(data.duplicates) == 5
+    for g in data.duplicates:
+        assert g["kept"]["image_id"] == g["kept_id"] and g["kept"]["status"] == "accepted"
+        assert g["copies"] and all(c["duplicate_of"] == g["kept_id"] for c in g["copies"])
+    for row in data.groups["duplicate"]["rows"]:
+        assert data.kept[row["duplicate_of"]]["image_id"] == row["duplicate_of"]
+    assert sum(r["n"] for r in data.reasons) == N
+    assert {r["path"] for r in data.captions} <= {f"/photos/{i:05d}.jpg" for i in range(N)}
 
 
 def test_caption_and_shard_aggregates(catalog):
-    stats = aggregate.caption_stats(catalog)
+    stats, lengths = aggregate.caption_aggregates(catalog)
     assert stats["n"] == catalog.scalar("SELECT count(*) FROM captions WHERE flag IS NULL") == 360
     assert {r["flag"]: r["n"] for r in stats["by_flag"]} == {"ok": 360, "repetitive": 40}
-    lengths = aggregate.caption_length_histogram(catalog)
+    tokens = catalog.query("SELECT n_tokens FROM captions WHERE flag IS NULL").column(0).to_pylist()
+    assert stats["mean"] == pytest.approx(np.mean(tokens), abs=0.01)
+    assert stats["q"][1] == np.percentile(tokens, 50, method="inverted_cdf")
     assert lengths.total == 360
     mix = {r["split"]: r for r in aggregate.shard_mix(catalog)}
     assert mix["val"]["samples"] == 100 and mix["train"]["samples"] == 101 + 102 + 103 + 104
