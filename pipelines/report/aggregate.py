@@ -48,14 +48,19 @@ class Histogram:
     hi: float
     counts: dict[str, list[int]]  # category -> count per bin
     bound: Bound
+    unit: str = "images"  # what the bars count
 
     @property
     def total(self) -> int:
         return sum(sum(c) for c in self.counts.values())
 
+    @property
+    def bins(self) -> int:
+        return len(next(iter(self.counts.values()), [0] * HIST_BINS))
+
     def edges(self) -> list[float]:
-        width = (self.hi - self.lo) / HIST_BINS
-        return [self.lo + i * width for i in range(HIST_BINS + 1)]
+        width = (self.hi - self.lo) / self.bins
+        return [self.lo + i * width for i in range(self.bins + 1)]
 
 
 def stored_thresholds(catalog: Catalog) -> tuple[dict[str, Bound], dict[str, Bound]]:
@@ -120,8 +125,12 @@ def fine_counts(catalog, relation: str, columns: list[str], group: str, extra_se
     return out, extra
 
 
-def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, categories=None) -> Histogram:
-    """Fine bins -> ``HIST_BINS`` bars over the 0.1–99.9 % range plus the thresholds (see module doc)."""
+def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, categories=None,
+                      integer: bool = False, unit: str = "images") -> Histogram:
+    """Fine bins -> ``HIST_BINS`` bars over the 0.1–99.9 % range plus the thresholds (see module doc).
+
+    ``integer`` values (token counts) get bars a whole number wide, centred on the integers.
+    """
     lo, hi, by_group = fine
     total = [sum(col) for col in zip(*by_group.values())] or [0] * FINE_BINS
     cumulative, n = 0, sum(total)
@@ -134,16 +143,24 @@ def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, 
         if q_hi is None and cumulative >= 0.999 * n:
             q_hi = lo + (i + 1) * width
     d_lo, d_hi = _span((q_lo if q_lo is not None else lo, q_hi if q_hi is not None else hi), bound)
-    step = (d_hi - d_lo) / HIST_BINS
+    n_bars = HIST_BINS
+    if integer:
+        first = math.floor(q_lo if q_lo is not None else lo)
+        values = math.ceil(q_hi if q_hi is not None else hi) - first + 1
+        step = max(1, math.ceil(values / HIST_BINS))
+        n_bars = math.ceil(values / step)
+        d_lo = first - 0.5
+        d_hi = d_lo + step * n_bars
+    step = (d_hi - d_lo) / n_bars
     counts: dict[str, list[int]] = {}
     for group, fine_counts_ in by_group.items():
         category = categories(group) if categories else group
-        bars = counts.setdefault(category, [0] * HIST_BINS)
+        bars = counts.setdefault(category, [0] * n_bars)
         for i, count in enumerate(fine_counts_):
             if count:
                 centre = lo + (i + 0.5) * width
-                bars[min(max(int(math.floor((centre - d_lo) / step)), 0), HIST_BINS - 1)] += count
-    return Histogram(name, d_lo, d_hi, counts, bound)
+                bars[min(max(int(math.floor((centre - d_lo) / step)), 0), n_bars - 1)] += count
+    return Histogram(name, d_lo, d_hi, counts, bound, unit)
 
 
 def _span(observed: tuple[float, float], bound: Bound) -> tuple[float, float]:
@@ -218,7 +235,7 @@ def caption_aggregates(catalog) -> tuple[dict, Histogram | None]:
             if cumulative >= q * n:
                 return round(x) if width <= 1 else x
     stats["q"] = [quantile(q) for q in (0.05, 0.5, 0.95)]
-    return stats, display_histogram("tokens per caption", fine["n_tokens"], Bound())
+    return stats, display_histogram("tokens per caption", fine["n_tokens"], Bound(), integer=True, unit="captions")
 
 
 def negative_stats(catalog: Catalog) -> list[dict]:

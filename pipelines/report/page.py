@@ -21,7 +21,7 @@ padding:16px 20px;margin:18px 0}h2{margin:0 0 12px;font-size:18px}h3{margin:18px
 border-radius:8px;padding:10px 16px;min-width:130px}.stat b{display:block;font-size:22px}
 .stat span{color:var(--muted);font-size:12px}
 table{border-collapse:collapse;margin:6px 0}td,th{border-bottom:1px solid var(--line);padding:4px 10px;
-text-align:right}th{background:var(--bg)}td:first-child,th:first-child{text-align:left}
+text-align:right}th{background:var(--bg)}td:first-child,th:first-child,.t{text-align:left}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}
 .plots svg{width:100%;height:auto}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
@@ -34,8 +34,8 @@ height:11px;margin-right:5px;vertical-align:-1px;border-radius:2px}.why{color:va
 .muted{color:var(--muted)}.group{display:flex;gap:10px;overflow-x:auto;padding:8px 0;
 border-bottom:1px dashed var(--line)}.group figure{flex:0 0 170px}figure.kept{border:3px solid var(--ok)}
 .badge{display:inline-block;border-radius:4px;padding:0 6px;font-size:11px;font-weight:700;color:#fff;
-background:var(--ok)}.badge.bad{background:var(--bad)}.caption{display:flex;gap:12px;margin:8px 0}
-.caption figure{flex:0 0 150px}.caption p{margin:0}.pairs{display:grid;
+background:var(--ok)}.badge.bad{background:var(--bad)}.captions{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:10px}
+.caption{display:flex;gap:12px}.caption figure{flex:0 0 130px}.caption p{margin:0}.pairs{display:grid;
 grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:10px}.pair{display:flex;gap:6px}
 .pair figure{flex:1}img.preview{max-width:100%;border:1px solid var(--line)}
 """
@@ -98,7 +98,7 @@ def _counts(data) -> str:
 
 def _signals(data) -> str:
     rows = "".join(
-        f"<tr><td>{escape(h.name)}</td><td>{escape(h.bound.text())}</td><td>{_num(h.total)}</td>"
+        f"<tr><td>{escape(h.name)}</td><td class=t>{escape(h.bound.text())}</td><td>{_num(h.total)}</td>"
         f"<td>{_num(sum(h.counts.get(plots.CATEGORIES[1], [])))}</td></tr>"
         for h in data.histograms + data.iqa_histograms)
     svgs = "".join(f"<div>{plots.histogram_svg(h)}</div>" for h in data.histograms + data.iqa_histograms)
@@ -107,7 +107,7 @@ def _signals(data) -> str:
                      for k, c in plots.COLOURS.items())
     return ("<p class=muted>Thresholds as stored in the catalog settings (the rules the <code>images</code> view "
             "applies). Bars are stacked by verdict; values outside the plotted range are counted in the edge bars."
-            f"</p><table><tr><th>signal</th><th>accepted range</th><th>measured</th><th>rejected by it</th></tr>{rows}"
+            f"</p><table><tr><th>signal</th><th class=t>accepted range</th><th>measured</th><th>rejected by it</th></tr>{rows}"
             f"</table><p class=legend>{legend}</p><div class=plots>{svgs}</div>")
 
 
@@ -148,7 +148,7 @@ def _captions(data, uris) -> str:
     s = data.caption_stats
     if not s["by_flag"]:
         return "<p>No captions yet (<code>supir-data caption</code>).</p>"
-    flags = "".join(f"<tr><td>{escape(r['model'])}</td><td>{escape(r['flag'])}</td><td>{_num(r['n'])}</td></tr>"
+    flags = "".join(f"<tr><td>{escape(r['model'])}</td><td class=t>{escape(r['flag'])}</td><td>{_num(r['n'])}</td></tr>"
                     for r in s["by_flag"])
     q = s["q"] or [None] * 3
     stats = (f"<p>{_num(s['n'])} good captions; tokens per caption: mean {_num(s['mean'])}, "
@@ -163,31 +163,32 @@ def _captions(data, uris) -> str:
 
     good = "".join(example(r) for r in data.captions)
     bad = "".join(example(r, f) for f, rows in data.flagged_captions.items() for r in rows)
-    return (f"{stats}<table><tr><th>model</th><th>flag</th><th>captions</th></tr>{flags}</table>{plot}"
-            f"<h3>Examples</h3>{good}" + (f"<h3>Flagged (not used)</h3>{bad}" if bad else ""))
+    return (f"{stats}<table><tr><th>model</th><th class=t>flag</th><th>captions</th></tr>{flags}</table>{plot}"
+            f"<h3>Examples</h3><div class=captions>{good}</div>"
+            + (f"<h3>Flagged (not used)</h3><div class=captions>{bad}</div>" if bad else ""))
 
 
 def _negatives(data, uris) -> str:
     if not data.negative_stats:
         return "<p>No negative-quality samples yet (<code>supir-data negatives</code>).</p>"
     rows = "".join(f"<tr><td>{escape(r['model'])}</td><td>{_num(r['strength'])}</td><td>{_num(r['steps'])}</td>"
-                   f"<td>{_num(r['n'])}</td><td>{_num(r['sources'])}</td><td>{escape(r['prompt'][:90])}</td></tr>"
+                   f"<td>{_num(r['n'])}</td><td>{_num(r['sources'])}</td><td class=t>{escape(r['prompt'][:90])}</td></tr>"
                    for r in data.negative_stats)
     pairs = "".join(
         f'<div class="pair"><figure>{_img(uris.get(n["source_path"]), "source")}<figcaption>source</figcaption></figure>'
         f'<figure>{_img(uris.get(n["path"]), "negative")}<figcaption>negative · seed {n["seed"]}</figcaption>'
         "</figure></div>" for n in data.negatives)
     return (f"<table><tr><th>model</th><th>strength</th><th>steps</th><th>samples</th><th>sources</th>"
-            f"<th>prompt</th></tr>{rows}</table><div class=pairs>{pairs}</div>")
+            f"<th class=t>prompt</th></tr>{rows}</table><div class=pairs>{pairs}</div>")
 
 
 def _shards(data, preview) -> str:
     if data.shard_mix:
-        rows = "".join(f"<tr><td>{escape(r['name'])}</td><td>{escape(r['split'])}</td><td>{_num(r['shards'])}</td>"
+        rows = "".join(f"<tr><td>{escape(r['name'])}</td><td class=t>{escape(r['split'])}</td><td>{_num(r['shards'])}</td>"
                        f"<td>{_num(r['samples'])}</td><td>{r['bytes'] / 1e6:,.1f} MB</td></tr>" for r in data.shard_mix)
-        recipes = "".join(f"<h3>{escape(n)}: recipe of the newest run</h3><pre>{escape(_recipe(c))}</pre>"
+        recipes = "".join(f"<h3>{escape(str(n))}: options of the newest run</h3>{_recipe(c)}"
                           for n, c in sorted(data.shard_configs.items(), key=lambda kv: str(kv[0])))
-        out = (f"<table><tr><th>name</th><th>split</th><th>shards</th><th>samples</th><th>size</th></tr>{rows}"
+        out = (f"<table><tr><th>name</th><th class=t>split</th><th>shards</th><th>samples</th><th>size</th></tr>{rows}"
                f"</table>{recipes}")
     else:
         out = "<p>No shards yet (<code>supir-data shard</code>).</p>"
@@ -201,7 +202,9 @@ def _shards(data, preview) -> str:
 def _recipe(config_json: str) -> str:
     keep = ("gt_size", "crop", "resize", "lq", "preset", "val_fraction", "negatives_fraction", "source_weights", "seed")
     config = json.loads(config_json)
-    return "\n".join(f"{k}: {json.dumps(config[k])}" for k in keep if k in config)
+    cells = "".join(f"<tr><td>{escape(k)}</td><td class=t><code>{escape(json.dumps(config[k]))}</code></td></tr>"
+                    for k in keep if k in config)
+    return f"<table>{cells}</table>"
 
 
 def render(data, preview: tuple[str, bytes] | None = None) -> str:

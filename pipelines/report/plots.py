@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipelines.report.aggregate import CATEGORIES, HIST_BINS, Histogram  # noqa: E402
+from pipelines.report.aggregate import CATEGORIES, Histogram  # noqa: E402
 
 COLOURS = {CATEGORIES[0]: "#2a9d8f", CATEGORIES[1]: "#e63946", CATEGORIES[2]: "#b8c0c8"}
 _STYLE = {
@@ -41,7 +41,7 @@ def histogram_svg(hist: Histogram) -> str:
     width = edges[1] - edges[0]
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(4.3, 2.3))
-        bottom = [0] * HIST_BINS
+        bottom = [0] * hist.bins
         for cat in CATEGORIES:
             counts = hist.counts.get(cat)
             if not counts:
@@ -56,7 +56,7 @@ def histogram_svg(hist: Histogram) -> str:
             ax.annotate(f"{side} {value:g}", (value, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -2),
                         textcoords="offset points", va="top", fontsize=8, color="#212529")
         ax.set_xlim(hist.lo, hist.hi)
-        ax.set_ylabel("images")
+        ax.set_ylabel(hist.unit)
         ax.set_title(hist.name, loc="left", fontsize=10, fontweight="bold")
         return _svg(fig)
 
