@@ -20,8 +20,7 @@ from schemas.errors import CatalogError
 from schemas.tables import QUALITY_SIGNALS
 
 _LOOKUP_SQL = "SELECT * FROM images WHERE path = ANY($1) OR image_id = $2 ORDER BY path"
-_KEPT_SQL = ("SELECT path, image_id FROM images WHERE image_id = $1 AND status = 'accepted' "
-             "ORDER BY path LIMIT 1")
+_KEPT_SQL = "SELECT * FROM images WHERE image_id = $1 AND status = 'accepted' ORDER BY path LIMIT 1"
 
 
 def _candidates(path_or_id: str) -> list[str]:
@@ -78,18 +77,22 @@ def explain_row(catalog: Catalog, row: dict, signals: dict[str, Bound], iqa: dic
     lines.append(f"decision  {decision}")
     if row.get("detail"):
         lines.append(f"detail    {row['detail']}")
+    kept = None
     if row.get("duplicate_of"):
-        kept = catalog.query(_KEPT_SQL, [row["duplicate_of"]]).to_pylist()
-        if kept:
-            lines.append(f"kept copy {kept[0]['path']}")
-            lines.append(f"          image_id {kept[0]['image_id']}")
+        found = catalog.query(_KEPT_SQL, [row["duplicate_of"]]).to_pylist()
+        if found:
+            kept = found[0]
+            lines.append(f"kept copy {kept['path']}")
+            lines.append(f"          image_id {kept['image_id']}  ·  {kept['width']}x{kept['height']}")
         else:
             lines.append(f"kept copy image_id {row['duplicate_of']} (no accepted row holds it now)")
     if any(v is not None for v in (row.get(s) for s in QUALITY_SIGNALS)):
         lines.append("")
-        lines.append(f"  {'signal':<16}{'value':>14}  {'accepted range':<22}verdict")
+        extra = f"{'kept copy':>14}" if kept else ""  # the values the best-copy ranking compared
+        lines.append(f"  {'signal':<16}{'value':>14}  {'accepted range':<22}{'verdict':<19}{extra}")
         for name, value, rng, verdict in signal_lines(row, signals, iqa):
-            lines.append(f"  {name:<16}{value:>14}  {rng:<22}{verdict}")
+            other = f"{_value(kept.get(name)):>14}" if kept else ""
+            lines.append(f"  {name:<16}{value:>14}  {rng:<22}{verdict:<19}{other}".rstrip())
     else:
         lines.append("(no quality signals: the file was rejected before its pixels were judged)")
     return lines

@@ -128,6 +128,8 @@ def test_explain_prints_signals_thresholds_decision_and_kept_copy(demo_root, run
                          [dup["duplicate_of"]]).column(0)[0].as_py()
     out = run_cli(demo_root, "explain", dup["path"]).output
     assert f"kept copy {kept}" in out and f"image_id {dup['duplicate_of']}" in out
+    header = next(x for x in out.splitlines() if x.strip().startswith("signal"))
+    assert header.endswith("kept copy")  # the kept copy's values, to see why the ranking kept it
 
     image_id = catalog.query("SELECT image_id FROM images WHERE reason = 'duplicate' LIMIT 1").column(0)[0].as_py()
     out = run_cli(demo_root, "explain", image_id).output  # an id: every path holding those bytes
