@@ -112,7 +112,8 @@ def fine_counts(catalog, relation: str, columns: list[str], group: str, extra_se
     sets = [f'(grp, "b_{c}")' for c in ranges] + ([f"({', '.join(extra_set)})"] if extra_set else [])
     flags = "".join(f', grouping("b_{c}") AS "g_{c}"' for c in ranges)
     keys = "".join(f', "b_{c}"' for c in ranges) + "".join(f", {k}" for k in extra_set)
-    sql = (f"SELECT grp{keys}{flags}, count(*) AS n FROM (SELECT {group} AS grp{bins}"
+    grp = "grp" if ranges else "NULL AS grp"  # no measured values: only the extra set is counted
+    sql = (f"SELECT {grp}{keys}{flags}, count(*) AS n FROM (SELECT {group} AS grp{bins}"
            f"{''.join(f', {k}' for k in extra_set)} FROM {relation}) GROUP BY GROUPING SETS ({', '.join(sets)})")
     out = {c: (lo, hi, {}) for c, (lo, hi) in ranges.items()}
     extra = []

@@ -136,3 +136,11 @@ def test_caption_and_shard_aggregates(catalog):
     mix = {r["split"]: r for r in aggregate.shard_mix(catalog)}
     assert mix["val"]["samples"] == 100 and mix["train"]["samples"] == 101 + 102 + 103 + 104
     assert mix["train"]["shards"] == 4
+
+
+def test_a_catalog_never_ingested_into_reports_zeros(tmp_path):
+    from pipelines.report.command import build_report
+
+    path, data = build_report(Catalog(tmp_path), tmp_path / "r.html")
+    assert data.reasons == [] and data.histograms == [] and data.groups == {}
+    assert "No captions yet" in path.read_text()
