@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from catalogs.catalog import Catalog
 from catalogs.lake import write_part
@@ -70,6 +71,7 @@ def _build(root: Path) -> None:
                                 for i in range(100)], name="bench")
 
 
+@pytest.mark.timeout(3600)  # building the 20M-row lake alone takes minutes on a busy 2-core machine
 def test_report_scale(tmp_path):
     t0 = time.perf_counter()
     _build(tmp_path)
@@ -79,13 +81,9 @@ def test_report_scale(tmp_path):
     catalog.update_settings(quality_thresholds=thresholds_to_dict(thresholds),
                             quality_reason_sql=quality_reason_sql(thresholds))
     catalog.refresh()
-    best, timings = float("inf"), {}
-    for _ in range(2):
-        t0 = time.perf_counter()
-        data = collect(catalog)
-        elapsed = time.perf_counter() - t0
-        if elapsed < best:
-            best, timings = elapsed, data.timings
+    t0 = time.perf_counter()
+    data = collect(catalog)
+    best, timings = time.perf_counter() - t0, data.timings
     assert sum(r["n"] for r in data.reasons) == ROWS
     assert data.duplicates and any(g["kept"] for g in data.duplicates)
     t0 = time.perf_counter()
@@ -95,6 +93,7 @@ def test_report_scale(tmp_path):
         "rows": ROWS, "cores": os.cpu_count(), "build_s": round(build_s, 1), "collect_s": round(best, 2),
         "collect_parts_s": timings, "page_s": round(page_s, 2), "page_bytes": out.stat().st_size,
         "goal_s": GOAL_S, "collect_meets_goal": best < GOAL_S,
+        "load_average": [round(x, 1) for x in os.getloadavg()],  # the machine is shared: read times with it
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
