@@ -13,7 +13,9 @@ class CatalogReader:
     """The report's queries on one read-only connection of the catalog.
 
     `Catalog.query` opens ``catalog.duckdb`` for every call (about 0.1 s here), which would dominate a
-    report of ~25 small queries. The SQL run here is the report's own, never a user's.
+    report of ~25 small queries. The SQL run here is the report's own, never a user's. It has the
+    ``query`` / ``scalar`` / ``settings`` / ``root`` surface of `Catalog`, so every function of
+    `aggregate` and `samples` takes either.
     """
 
     def __init__(self, catalog: Catalog, con: duckdb.DuckDBPyConnection):
