@@ -12,6 +12,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 .PHONY: setup test demo bench lint train
 
 setup: $(VENV)/.installed
+	bash scripts/setup_system.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

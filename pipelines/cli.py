@@ -26,6 +26,8 @@ COMMANDS = {
     "verify": "pipelines.shard.verify:verify_command",
     "degrade-preview": "pipelines.devtools.preview:degrade_preview_command",
     "make-demo-corpus": "pipelines.devtools.demo_corpus:make_demo_corpus_command",
+    "report": "pipelines.report.command:report_command",
+    "explain": "pipelines.report.explain:explain_command",
 }
 
 err_console = Console(stderr=True)

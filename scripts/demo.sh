@@ -2,7 +2,7 @@
 # `make demo`: the whole data engine on a corpus it builds itself, offline, on CPU.
 #   1. a corpus of real photos (scikit-image's samples, upscaled to 1024+ px), degraded copies and
 #      broken files;  2. ingest;  3. tiny random LLaVA/SDXL models (outputs are nonsense by design);
-#   4. caption;  5. negatives;  6. shards + verify;  7. the catalog summary.
+#   4. caption;  5. negatives;  6. shards + verify;  7. the catalog summary;  8. the HTML report.
 set -euo pipefail
 ROOT=${1:-demo}
 PY=${PY:-.venv/bin/python}
@@ -37,3 +37,9 @@ fi
 echo "== catalog"
 sd status
 sd query "SELECT status, coalesce(reason, '-') AS reason, count(*) AS n FROM images GROUP BY ALL ORDER BY n DESC"
+
+if has report; then
+  echo "== report"
+  sd report --out "$ROOT/report.html"
+  echo "report: $(cd "$(dirname "$ROOT/report.html")" && pwd)/report.html"
+fi

@@ -1,0 +1,264 @@
+"""The report's numbers, aggregated inside DuckDB so a 20M-row catalog never reaches Python.
+
+Every function here returns a few thousand values at most. A histogram costs two passes over its table
+for all columns together: min and max per column (columnar, cheap), then one ``GROUPING SETS`` query
+that counts ``FINE_BINS`` bins per column and verdict (the per-source counts ride along in the same
+scan, so the verdict expression of `scan_verdicts` is evaluated once per row, not once per signal).
+The page shows ``HIST_BINS`` bars between the 0.1 % and 99.9 % points (read off the fine bins) widened
+to include the thresholds, so one outlier cannot squeeze everything into a single bar; values outside
+land in the edge bars. Rebinning is by fine-bin centre, so a bar edge is exact to 1/1000 of the range.
+"""
+
+import math
+from dataclasses import dataclass
+
+from catalogs.catalog import Catalog
+from schemas.tables import QUALITY_SIGNALS
+
+HIST_BINS = 40  # bars on the page
+FINE_BINS = 1000  # bins counted in SQL, from which the bars' range and counts are read
+# Histogram categories, in stacking order: how the catalog judged the images in each bar.
+PASSED, REJECTED_HERE, REJECTED_ELSEWHERE = "passed", "rejected by this signal", "rejected by another check"
+CATEGORIES = (PASSED, REJECTED_HERE, REJECTED_ELSEWHERE)
+
+_DECISION_COUNTS_SQL = "SELECT source, reason, count(*) AS n FROM decisions GROUP BY ALL"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The accepted range of one signal as the catalog stores it (None: that side is not checked)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def fails(self, value: float | None) -> bool:
+        if value is None or math.isnan(value):
+            return False  # not measured: not judged (as ingest's judge does)
+        return (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+
+    def text(self) -> str:
+        parts = [f"min {self.min:g}" if self.min is not None else "", f"max {self.max:g}" if self.max is not None else ""]
+        return ", ".join(p for p in parts if p) or "not checked"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    name: str  # a signal of QUALITY_SIGNALS or "iqa_<metric>"
+    lo: float
+    hi: float
+    counts: dict[str, list[int]]  # category -> count per bin
+    bound: Bound
+    unit: str = "images"  # what the bars count
+
+    @property
+    def total(self) -> int:
+        return sum(sum(c) for c in self.counts.values())
+
+    @property
+    def bins(self) -> int:
+        return len(next(iter(self.counts.values()), [0] * HIST_BINS))
+
+    def edges(self) -> list[float]:
+        width = (self.hi - self.lo) / self.bins
+        return [self.lo + i * width for i in range(self.bins + 1)]
+
+
+def stored_thresholds(catalog: Catalog) -> tuple[dict[str, Bound], dict[str, Bound]]:
+    """(signal -> Bound, metric -> Bound): the thresholds the catalog's verdicts were judged with.
+
+    Ingest stores them in the catalog settings (``quality_thresholds``) whenever it runs, so these are
+    exactly the rules the `images` view applies; a catalog never ingested into has none.
+    """
+    stored = catalog.settings().get("quality_thresholds") or {}
+
+    def bound(entry) -> Bound:
+        entry = entry or {}
+        return Bound(entry.get("min"), entry.get("max"))
+
+    signals = {name: bound(stored.get(name)) for name in QUALITY_SIGNALS}
+    iqa = {metric: bound(entry) for metric, entry in (stored.get("iqa") or {}).items()}
+    return signals, iqa
+
+
+def _finite(c: str) -> str:
+    return f'"{c}" IS NOT NULL AND NOT isnan("{c}")'
+
+
+def _min_max(catalog, relation: str, columns: list[str]) -> dict[str, tuple[float, float] | None]:
+    exprs = ", ".join(f'min("{c}") FILTER (WHERE {_finite(c)}), max("{c}") FILTER (WHERE {_finite(c)})' for c in columns)
+    row = catalog.query(f"SELECT {exprs} FROM {relation}").to_pylist()[0]
+    values = list(row.values())
+    return {c: None if values[2 * i] is None else (float(values[2 * i]), float(values[2 * i + 1]))
+            for i, c in enumerate(columns)}
+
+
+def _fine_bin(c: str, lo: float, hi: float) -> str:
+    width = (hi - lo) / FINE_BINS or 1.0
+    return (f'CASE WHEN {_finite(c)} THEN least(greatest(floor(("{c}"::DOUBLE - {lo!r}) / {width!r}), 0), '
+            f'{FINE_BINS - 1})::INTEGER END AS "b_{c}"')
+
+
+def fine_counts(catalog, relation: str, columns: list[str], group: str, extra_set: tuple[str, ...] = (),
+                range_relation: str | None = None):
+    """One scan: {column: (lo, hi, {group value: [count per fine bin]})}, and the ``extra_set`` rows.
+
+    ``group`` is an expression named ``grp``; ``extra_set`` (column names of ``relation``) adds one more
+    grouping set counted in the same pass (e.g. source and verdict).
+    """
+    ranges = {c: r for c, r in _min_max(catalog, range_relation or relation, columns).items() if r}
+    if not ranges and not extra_set:
+        return {}, []
+    bins = "".join(f", {_fine_bin(c, *r)}" for c, r in ranges.items())
+    sets = [f'(grp, "b_{c}")' for c in ranges] + ([f"({', '.join(extra_set)})"] if extra_set else [])
+    flags = "".join(f', grouping("b_{c}") AS "g_{c}"' for c in ranges)
+    keys = "".join(f', "b_{c}"' for c in ranges) + "".join(f", {k}" for k in extra_set)
+    grp = "grp" if ranges else "NULL AS grp"  # no measured values: only the extra set is counted
+    sql = (f"SELECT {grp}{keys}{flags}, count(*) AS n FROM (SELECT {group} AS grp{bins}"
+           f"{''.join(f', {k}' for k in extra_set)} FROM {relation}) GROUP BY GROUPING SETS ({', '.join(sets)})")
+    out = {c: (lo, hi, {}) for c, (lo, hi) in ranges.items()}
+    extra = []
+    for r in catalog.query(sql).to_pylist():
+        column = next((c for c in ranges if r[f"g_{c}"] == 0), None)
+        if column is None:
+            extra.append({k: r[k] for k in extra_set} | {"n": r["n"]})
+        elif r[f"b_{column}"] is not None:  # NULL: not measured
+            out[column][2].setdefault(r["grp"], [0] * FINE_BINS)[r[f"b_{column}"]] += r["n"]
+    return out, extra
+
+
+def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, categories=None,
+                      integer: bool = False, unit: str = "images") -> Histogram:
+    """Fine bins -> ``HIST_BINS`` bars over the 0.1–99.9 % range plus the thresholds (see module doc).
+
+    ``integer`` values (token counts) get bars a whole number wide, centred on the integers.
+    """
+    lo, hi, by_group = fine
+    total = [sum(col) for col in zip(*by_group.values())] or [0] * FINE_BINS
+    cumulative, n = 0, sum(total)
+    width = (hi - lo) / FINE_BINS
+    q_lo = q_hi = None
+    for i, count in enumerate(total):
+        if q_lo is None and count and cumulative + count > 0.001 * n:
+            q_lo = lo + i * width
+        cumulative += count
+        if q_hi is None and cumulative >= 0.999 * n:
+            q_hi = lo + (i + 1) * width
+    d_lo, d_hi = _span((q_lo if q_lo is not None else lo, q_hi if q_hi is not None else hi), bound)
+    n_bars = HIST_BINS
+    if integer:
+        first = math.floor(q_lo if q_lo is not None else lo)
+        values = math.ceil(q_hi if q_hi is not None else hi) - first + 1
+        step = max(1, math.ceil(values / HIST_BINS))
+        n_bars = math.ceil(values / step)
+        d_lo = first - 0.5
+        d_hi = d_lo + step * n_bars
+    step = (d_hi - d_lo) / n_bars
+    counts: dict[str, list[int]] = {}
+    for group, fine_counts_ in by_group.items():
+        category = categories(group) if categories else group
+        bars = counts.setdefault(category, [0] * n_bars)
+        for i, count in enumerate(fine_counts_):
+            if count:
+                centre = lo + (i + 0.5) * width
+                bars[min(max(int(math.floor((centre - d_lo) / step)), 0), n_bars - 1)] += count
+    return Histogram(name, d_lo, d_hi, counts, bound, unit)
+
+
+def _span(observed: tuple[float, float], bound: Bound) -> tuple[float, float]:
+    """The observed range widened to show the thresholds, with a margin so a line never sits on the frame."""
+    values = [*observed, *(v for v in (bound.min, bound.max) if v is not None)]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.04 or max(abs(lo) * 0.05, 0.5)
+    return lo - pad, hi + pad
+
+
+def scan_aggregates(catalog) -> tuple[list[dict], list[Histogram]]:
+    """(counts per source and reason, a histogram per cheap signal split by verdict): one pass over scans.
+
+    `decisions` only rejects rows whose scan verdict is NULL (dedup and model metrics look at survivors
+    only), so the final reasons are the scan verdicts corrected by the small `decisions` table, as in
+    `status`: no join over the whole catalog.
+    """
+    bounds, _ = stored_thresholds(catalog)
+    fine, per_source = fine_counts(catalog, "scan_verdicts", list(QUALITY_SIGNALS), "verdict",
+                                   extra_set=("source", "verdict"), range_relation="scans")
+    counts: dict[tuple, int] = {}
+    for r in per_source:
+        counts[(r["source"], r["verdict"])] = counts.get((r["source"], r["verdict"]), 0) + r["n"]
+    for r in catalog.query(_DECISION_COUNTS_SQL).to_pylist():
+        counts[(r["source"], None)] = counts.get((r["source"], None), 0) - r["n"]
+        counts[(r["source"], r["reason"])] = counts.get((r["source"], r["reason"]), 0) + r["n"]
+    rows = [{"source": s, "reason": reason, "n": n} for (s, reason), n in counts.items() if n]
+    rows.sort(key=lambda r: (str(r["source"]), -r["n"], str(r["reason"])))
+
+    def category(name):
+        return lambda verdict: (PASSED if verdict is None else REJECTED_HERE if verdict == f"low_quality:{name}"
+                                else REJECTED_ELSEWHERE)
+
+    hists = [display_histogram(c, fine[c], bounds[c], category(c)) for c in QUALITY_SIGNALS if c in fine]
+    return rows, hists
+
+
+def iqa_histograms(catalog) -> list[Histogram]:
+    """A histogram per scored model metric (`iqa_scores`), with its configured bounds."""
+    _, bounds = stored_thresholds(catalog)
+    out = []
+    for metric in catalog.query("SELECT DISTINCT metric FROM iqa_scores ORDER BY 1").column(0).to_pylist():
+        quoted = "'" + metric.replace("'", "''") + "'"
+        fine, _ = fine_counts(catalog, f"(SELECT score FROM iqa_scores WHERE metric = {quoted})", ["score"], f"'{PASSED}'")
+        if "score" in fine:
+            out.append(display_histogram(f"iqa_{metric}", fine["score"], bounds.get(metric, Bound())))
+    return out
+
+
+def caption_aggregates(catalog) -> tuple[dict, Histogram | None]:
+    """(caption counts by model and flag, and token statistics; the token-length histogram of good ones).
+
+    Token statistics come from the fine bins (exact for token counts when the range spans < 1000 tokens).
+    """
+    by_flag = catalog.query(
+        "SELECT model, coalesce(flag, 'ok') AS flag, count(*) AS n FROM captions GROUP BY ALL ORDER BY n DESC, model, flag"
+    ).to_pylist()
+    fine, _ = fine_counts(catalog, "(SELECT n_tokens FROM captions WHERE flag IS NULL)", ["n_tokens"], f"'{PASSED}'")
+    stats = {"by_flag": by_flag, "n": 0, "mean": None, "q": [None, None, None]}
+    if "n_tokens" not in fine:
+        return stats, None
+    lo, hi, groups = fine["n_tokens"]
+    counts, width = groups[PASSED], (hi - lo) / FINE_BINS
+    centres = [lo + (i + 0.5) * width for i in range(FINE_BINS)]
+    n = sum(counts)
+    stats["n"], stats["mean"] = n, sum(c * x for c, x in zip(counts, centres)) / n
+
+    def quantile(q):
+        cumulative = 0
+        for c, x in zip(counts, centres):
+            cumulative += c
+            if cumulative >= q * n:
+                return round(x) if width <= 1 else x
+    stats["q"] = [quantile(q) for q in (0.05, 0.5, 0.95)]
+    return stats, display_histogram("tokens per caption", fine["n_tokens"], Bound(), integer=True, unit="captions")
+
+
+def negative_stats(catalog: Catalog) -> list[dict]:
+    return catalog.query(
+        "SELECT model, prompt, strength, steps, count(*) AS n, count(DISTINCT image_id) AS sources "
+        "FROM negatives GROUP BY ALL ORDER BY n DESC, model"
+    ).to_pylist()
+
+
+def shard_mix(catalog: Catalog) -> list[dict]:
+    """Shards, samples and bytes per (name, split) from the newest row of each shard."""
+    return catalog.query(
+        "SELECT name, split, count(*) AS shards, sum(samples)::BIGINT AS samples, sum(bytes)::BIGINT AS bytes "
+        "FROM (SELECT * FROM shards QUALIFY row_number() OVER (PARTITION BY name, shard ORDER BY created_at DESC) = 1) "
+        "GROUP BY ALL ORDER BY name, split"
+    ).to_pylist()
+
+
+def shard_configs(catalog: Catalog) -> dict[str, str]:
+    """The newest `shard` run's config per shard name (JSON text), for the recipe behind the mix."""
+    rows = catalog.query(
+        "SELECT json_extract_string(config_json, '$.name') AS name, config_json FROM runs WHERE stage = 'shard' "
+        "QUALIFY row_number() OVER (PARTITION BY name ORDER BY started_at DESC) = 1"
+    ).to_pylist()
+    return {r["name"]: r["config_json"] for r in rows}
