@@ -44,10 +44,10 @@ def ico_bomb() -> bytes:
     return directory + inner
 
 
-def _layer_record(bbox: tuple[int, int, int, int], channel_len: int) -> bytes:
+def _layer_record(bbox: tuple[int, int, int, int], channel_len: int, channels: int = 3) -> bytes:
     top, left, bottom, right = bbox
-    rec = struct.pack(">iiiiH", top, left, bottom, right, 3)
-    for cid in range(3):
+    rec = struct.pack(">iiiiH", top, left, bottom, right, channels)
+    for cid in range(channels):
         rec += struct.pack(">hI", cid, channel_len)
     extra = struct.pack(">I", 0) + struct.pack(">I", 0) + b"\x03abc"  # no mask, no blending ranges, name
     return rec + b"8BIMnorm" + struct.pack(">BBBB", 255, 0, 0, 0) + struct.pack(">I", len(extra)) + extra
@@ -73,9 +73,9 @@ def _small_rgb() -> np.ndarray:
 
 
 def psd_layer_bomb() -> bytes:
-    """A 64×64 PSD with one layer whose bounding box is BOMB_SIDE² (and two bytes of data per channel)."""
+    """A 64×64 PSD with one grey layer whose bounding box is BOMB_SIDE² over two bytes of channel data."""
     channel = struct.pack(">H", 0)  # raw compression, no data
-    section = _layer_section([_layer_record((0, 0, BOMB_SIDE, BOMB_SIDE), 2)], 1, channel * 3)
+    section = _layer_section([_layer_record((0, 0, BOMB_SIDE, BOMB_SIDE), 2, channels=1)], 1, channel)
     return psd(_small_rgb(), section)
 
 
@@ -85,7 +85,7 @@ def psd_bad_layer(kind: str) -> bytes:
     if kind == "negative":
         section = _layer_section([_layer_record((40, 0, 8, 16), 66)], 1, channel * 3)
     else:
-        section = _layer_section([_layer_record((0, 0, 8, 8), 66)], 1, b"", claim=4096)
+        section = _layer_section([_layer_record((0, 0, 8, 8), 66)], 1000)  # 1000 layers in ~60 bytes
     return psd(_small_rgb(), section)
 
 
@@ -127,10 +127,12 @@ def tiff_bomb() -> bytes:
     return _patch_tags(data, _ifds(data)[1], {256: 50_000, 257: 50_000})
 
 
-def tiff_missing_dimensions() -> bytes:
-    """A TIFF without ImageWidth/ImageLength: Pillow raises ``TypeError: Missing dimensions``."""
-    data = _tiff(1)
-    return _patch_tags(data, _ifds(data)[0], {256: None, 257: None})
+def tiff_missing_dimensions(page: int = 1) -> bytes:
+    """A two-page TIFF whose ``page`` lacks ImageWidth/ImageLength: Pillow raises ``TypeError: Missing
+    dimensions`` (when opening for page 0, which Pillow then reports as unidentified; when counting
+    the pages for page 1)."""
+    data = _tiff(2)
+    return _patch_tags(data, _ifds(data)[page], {256: None, 257: None})
 
 
 def dds_bomb(fourcc: bytes | None = None, side: int = BOMB_SIDE) -> bytes:

@@ -217,7 +217,8 @@ def bombs() -> dict[str, bytes]:
         "bomb-tiff-page2.tif": tiff_bomb(),
         "bomb-dds.dds": dds_bomb(),
         "bomb-apng-frame.png": apng_bomb(),
-        "raiser-tiff-missing-dimensions.tif": tiff_missing_dimensions(),
+        "raiser-tiff-missing-dimensions.tif": tiff_missing_dimensions(1),
+        "raiser-tiff-missing-dimensions-page1.tif": tiff_missing_dimensions(0),
         "raiser-psd-negative-tile.psd": psd_bad_layer("negative"),
         "raiser-psd-layer-block-short.psd": psd_bad_layer("short"),
         "raiser-dds-unknown-fourcc.dds": dds_bomb(fourcc=b"ZZZZ", side=64),
@@ -276,7 +277,7 @@ def _copy_public(dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
     for src in sorted(p for p in PUBLIC_IMAGES.rglob("*") if p.is_file()):
-        if src.stat().st_size > 2_000_000:  # keep the corpus small; big files add time, not hostility
+        if src.stat().st_size > 512_000:  # keep the corpus small; big files add time, not hostility
             continue
         path = dest / "_".join(src.relative_to(PUBLIC_IMAGES).parts)
         path.write_bytes(src.read_bytes())
