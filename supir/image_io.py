@@ -26,6 +26,7 @@ from supir.image_integrity import StructureError, check_structure, check_tiff_st
 EXIF_ORIENTATION = 0x0112
 # Formats never opened: decoding EPS runs Ghostscript (a PostScript interpreter) on the file.
 REFUSED_FORMATS = frozenset({"EPS"})
+DEFAULT_MAX_PIXELS = 100_000_000  # ingest's --max-pixels default; later stages read accepted images with it
 MAX_SIDE = 2**31 - 1  # sizes must fit the catalog's int32 columns
 _TIFF_OFFSETS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), (TileOffsets, TileByteCounts)
 

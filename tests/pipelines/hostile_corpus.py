@@ -232,7 +232,7 @@ def non_images(seed: int) -> dict[str, bytes]:
     np.save(npy, rng.random((32, 32)))
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("a.txt", "hello " * 100)
+        zf.writestr(zipfile.ZipInfo("a.txt", date_time=(2020, 1, 1, 0, 0, 0)), "hello " * 100)
     return {
         "array.npy": npy.getvalue(),
         "archive.zip": archive.getvalue(),
@@ -276,10 +276,11 @@ def _copy_public(dest: Path) -> list[Path]:
     """Pillow's own decoder test images (fetched at setup), flattened so each path is a plain file."""
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
-    for src in sorted(p for p in PUBLIC_IMAGES.rglob("*") if p.is_file()):
+    for src in sorted(p for p in PUBLIC_IMAGES.rglob("*") if p.is_file() and p.name != ".complete"):
         if src.stat().st_size > 512_000:  # keep the corpus small; big files add time, not hostility
             continue
-        path = dest / "_".join(src.relative_to(PUBLIC_IMAGES).parts)
-        path.write_bytes(src.read_bytes())
-        paths.append(path)
+        path = dest / "__".join(src.relative_to(PUBLIC_IMAGES).parts)
+        if path not in paths:
+            path.write_bytes(src.read_bytes())
+            paths.append(path)
     return paths
