@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: setup test demo bench lint train
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed .cache/decoder-test-images/.complete
 	bash scripts/setup_system.sh
 
 $(VENV)/.installed: pyproject.toml
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install -e '.[test]'
 	touch $@
+
+# Pillow's decoder test images for the hostile-input tests (optional: a failed fetch only warns).
+.cache/decoder-test-images/.complete: $(VENV)/.installed
+	bash scripts/fetch_decoder_test_images.sh $(VENV)
 
 test: setup
 	$(PY) -m pytest tests --ignore=tests/benchmarks -q

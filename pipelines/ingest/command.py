@@ -37,9 +37,9 @@ from pipelines.ingest.quality import (
 )
 from schemas.runs import config_hash, new_run_id, utc_now
 from schemas.tables import QUALITY_SIGNALS
+from supir.image_io import DEFAULT_MAX_PIXELS
 
 DEFAULT_MIN_SIDE = 1024  # the paper keeps images of at least 1024 px
-DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_NEAR_DUP_DISTANCE = 4  # Hamming distance between 64-bit perceptual hashes
 
 
