@@ -10,13 +10,14 @@ SCHEMA_VERSION = 1
 
 # Cheap quality signals measured by `ingest` on a reduced-size decode (see pipelines/ingest/quality.py).
 QUALITY_SIGNALS = (
-    "sharpness",  # Laplacian RMS at the analysis scale / at half of it (scale-invariant detail ratio)
-    "noise_sigma",  # estimated Gaussian noise sigma on 0..255 luma, at full resolution
+    "sharpness",  # the weaker of two fine-octave detail ratios (Laplacian RMS, strongest edges)
+    "noise_sigma",  # Gaussian noise sigma on 0..255 luma at full resolution, in the flattest blocks
     "jpeg_quality",  # IJG quality estimated from the quantisation tables (NULL when not JPEG)
     "blockiness",  # 8x8 grid gradient ratio (1 = no blocking)
     "colorfulness",  # Hasler & Suesstrunk colourfulness
     "clipping",  # fraction of luma pixels at the extremes (<=2 or >=253)
     "edge_density",  # fraction of pixels on strong edges (texture richness)
+    "flat_fraction",  # fraction of 16x16 analysis blocks without any noise or texture (flat synthetic art)
 )
 
 _ts = pa.timestamp("us", tz="UTC")

@@ -1,25 +1,37 @@
 """The global decisions of ingest: model-metric rejections, exact and near duplicates, best copy kept.
 
 Runs in the driver over the whole catalog after the scan (and after any rescoring), and rewrites the
-`decisions` table: every group of copies keeps its best member by the ranking below.
+`decisions` table. Exact copies are one file (any path will do: the smallest is kept). Near-duplicate
+groups (connected components of the perceptual-hash pairs) are ranked by comparing their members'
+pixels (pipelines.ingest.best_copy: a blurred, denoised, re-compressed, down-up-scaled or cropped copy
+loses to its original); the greedy resolution then keeps the best copy of each group.
 """
+
+import logging
 
 import numpy as np
 import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import write_part
-from pipelines.ingest.dedup import resolve_near_duplicates
-from pipelines.ingest.quality import QualityThresholds, judge_iqa
+from pipelines.engine.sources import read_bytes
+from pipelines.ingest.best_copy import Copy, rank_group
+from pipelines.ingest.decode import decode
+from pipelines.ingest.dedup import near_duplicate_pairs, resolve_near_duplicates
+from pipelines.ingest.quality import QualityThresholds, analysis_luma, judge_iqa
 
-# Candidates for the global decisions, best copy first: model metric (when scored), then resolution,
-# compression, noise and detail; image_id and path break ties, so the order is total.
+log = logging.getLogger(__name__)
+MAX_GROUP = 64  # larger near-duplicate groups (bursts, product shots) keep the signal order below
+
+# Candidates for the global decisions, in the order used where pixels are not compared (exact copies,
+# unreadable files, groups over MAX_GROUP): model metric (when scored), resolution, compression,
+# detail, noise; image_id and path break ties, so the order is total.
 _CANDIDATES_SQL = """
-SELECT s.path, s.source, s.image_id, s.phash{iqa_cols}
+SELECT s.path, s.source, s.image_id, s.phash, s.width, s.height, s.jpeg_quality{iqa_cols}
 FROM scan_verdicts s{iqa_join}
 WHERE s.verdict IS NULL AND s.phash IS NOT NULL
 ORDER BY {iqa_order}s.width * s.height DESC, coalesce(s.jpeg_quality, 101) DESC,
-         s.noise_sigma ASC NULLS LAST, s.sharpness DESC NULLS LAST, s.image_id, s.path"""
+         s.sharpness DESC NULLS LAST, s.noise_sigma ASC NULLS LAST, s.image_id, s.path"""
 
 
 def decide(catalog: Catalog, metrics: list[str], thresholds: QualityThresholds, near_dup_distance: int,
@@ -46,28 +58,71 @@ def decide(catalog: Catalog, metrics: list[str], thresholds: QualityThresholds, 
             else:
                 keep.append(i)
         ranked = ranked.take(pa.array(keep, type=pa.int64()))
-    rows += _duplicate_rows(ranked, near_dup_distance)
+    scores = None
+    if metrics:
+        sign = 1.0 if iqa_order.rstrip(", ").endswith("DESC NULLS LAST") else -1.0
+        scores = [None if v is None else sign * v for v in ranked.column(metrics[0]).to_pylist()]
+    rows += _duplicate_rows(ranked, near_dup_distance, scores)
     for r in rows:
         r["run_id"] = run_id
     write_part(catalog.root, "decisions", rows, name="current")
     catalog.refresh()
 
 
-def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
+def _components(n: int, pairs: np.ndarray) -> list[list[int]]:
+    """Connected components (union-find) of the near-duplicate pairs, each sorted; singletons left out."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs.tolist():
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _group_order(group: list[int], table: pa.Table, scores: list | None) -> list[int]:
+    """``group`` (rows of ``table``) best copy first, by pixels; the given order if a file cannot be read."""
+    if len(group) > MAX_GROUP:
+        log.warning("near-duplicate group of %d images: ranked by signals, not by pixels", len(group))
+        return group
+    copies, lumas = [], []
+    for i in group:
+        row = {c: table.column(c)[i].as_py() for c in ("path", "image_id", "width", "height", "jpeg_quality")}
+        try:
+            decoded = decode(read_bytes(row["path"]), 0, 1 << 62)
+        except Exception as exc:  # gone or changed since the scan: keep the signal order for this group
+            log.warning("best copy of %s by signals: %s", row["path"], exc)
+            return group
+        copies.append(Copy(row["image_id"], row["width"], row["height"], row["jpeg_quality"],
+                           None if scores is None else scores[i]))
+        lumas.append(analysis_luma(decoded.pixels, decoded.order))
+    return [group[k] for k in rank_group(copies, lumas)]
+
+
+def _duplicate_rows(ranked: pa.Table, max_distance: int, scores: list | None = None) -> list[dict]:
     paths = ranked.column("path").to_pylist()
     ids = ranked.column("image_id").to_pylist()
     sources = ranked.column("source").to_pylist()
     codes = ranked.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
     rows, first_of = [], {}
     unique_idx = []
-    for i, image_id in enumerate(ids):  # rank order: the first copy of a hash is the best one
+    for i, image_id in enumerate(ids):  # exact copies are one file: the first path in order is kept
         if image_id in first_of:
             rows.append({"path": paths[i], "source": sources[i], "status": "rejected", "reason": "duplicate",
                          "duplicate_of": image_id})
         else:
             first_of[image_id] = i
             unique_idx.append(i)
-    unique_idx_arr = np.array(unique_idx, dtype=np.int64)
+    unique_idx_arr = _best_copy_first(ranked, np.array(unique_idx, dtype=np.int64), codes, max_distance, scores)
     near_of: dict[str, str] = {}
     for dup, kept in resolve_near_duplicates(codes[unique_idx_arr], max_distance).tolist():
         d, k = unique_idx_arr[dup], unique_idx_arr[kept]
@@ -78,3 +133,24 @@ def _duplicate_rows(ranked: pa.Table, max_distance: int) -> list[dict]:
         if r["reason"] == "duplicate" and r["duplicate_of"] in near_of:
             r["duplicate_of"] = near_of[r["duplicate_of"]]
     return rows
+
+
+def _best_copy_first(ranked: pa.Table, unique: np.ndarray, codes: np.ndarray, max_distance: int,
+                     scores: list | None) -> np.ndarray:
+    """``unique`` reordered so that each near-duplicate group lists its members best copy first.
+
+    Pairs only exist within a group, so where a group sits in the order does not matter; it takes
+    the place of its first member.
+    """
+    if max_distance < 0 or len(unique) < 2:
+        return unique
+    groups = _components(len(unique), near_duplicate_pairs(codes[unique], max_distance))
+    if not groups:
+        return unique
+    order = list(range(len(unique)))
+    for group in groups:
+        best_first = _group_order([int(unique[g]) for g in group], ranked, scores)
+        position = {int(unique[g]): g for g in group}
+        for slot, row in zip(sorted(group), best_first):
+            order[slot] = position[row]
+    return unique[np.array(order, dtype=np.int64)]

@@ -32,6 +32,9 @@ __all__ = ["Decoded", "Header", "Rejected", "analysis_scale", "decode"]
 
 ANALYSIS_MIN_SIDE = 512  # the analysis image keeps at least this many pixels on its short side
 _SINGLE_IMAGE_FORMATS = {"PSD"}  # PSD "frames" are layers: the composite is the image
+# Never reduce more than 2x: a blur or a 4x down-up applied at full size must still show in the finest
+# octave of the analysis image (at 1/4 a 4x down-up of a 2048 px photo is a clean 512 px photo).
+MAX_ANALYSIS_SCALE = 2
 
 
 @dataclass
@@ -97,10 +100,11 @@ def check_size(header: Header, img: Image.Image, data: bytes, min_side: int, max
         raise Rejected("unsupported", f"animated image ({header.n_frames} frames)")
 
 
-def analysis_scale(width: int, height: int, min_side: int = ANALYSIS_MIN_SIDE) -> int:
-    """Largest power-of-two reduction (≤ 8, the JPEG DCT scaling limit) keeping ``min_side`` pixels."""
+def analysis_scale(width: int, height: int, min_side: int = ANALYSIS_MIN_SIDE,
+                   max_scale: int = MAX_ANALYSIS_SCALE) -> int:
+    """Largest power-of-two reduction (≤ ``max_scale``, at most 8: JPEG DCT scaling) keeping ``min_side`` px."""
     scale = 1
-    while scale < 8 and min(width, height) // (scale * 2) >= min_side:
+    while scale < min(max_scale, 8) and min(width, height) // (scale * 2) >= min_side:
         scale *= 2
     return scale
 

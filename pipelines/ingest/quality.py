@@ -4,18 +4,23 @@
 :func:`pipelines.ingest.decode.decode` (short side 512..1023 px, reduced by ``scale`` ∈ {1, 2, 4, 8}), so
 it is a handful of whole-image OpenCV operations in float32 — no Python loops over pixels.
 
-What each signal measures, and how it is made comparable across analysis scales:
+What each signal measures, and how it is made comparable across image sizes. The analysis image is
+never reduced more than 2x (decode.MAX_ANALYSIS_SCALE), so its finest octave is the full-size image's
+second octave at most: a blur or a 4x down-up applied at full size still empties it at 4096 px.
 
-- ``sharpness``: RMS of the Laplacian of the analysis luma over the RMS of the Laplacian of the same
-  luma area-reduced 2×: how much detail the finest octave holds relative to the octave below.
+- ``sharpness``: the weaker of two fine-octave detail ratios, each "finest octave over the octave
+  below" on the analysis luma and its exact 2x2 mean: (a) RMS of the Laplacian, (b) the 99.9th
+  percentile of the Sobel gradient magnitude, times ``EDGE_TO_RMS`` so both share one threshold.
   Natural photos are close to scale-invariant (power spectrum ~ 1/f²), so a sharp photo scores about
-  the same whatever ``scale`` it was reduced by and whatever its contrast, while blur and upscaling
-  empty the finest octave first. (A plain variance of the Laplacian depends on contrast and content:
-  no single threshold fits both a portrait and a gravel texture.)
-- ``noise_sigma``: Gaussian noise σ on 0..255 luma at FULL resolution. Immerkær's kernel (a
-  difference of two Laplacians, blind to planes and ramps), with a median (Donoho's MAD) instead of
-  his mean so edges and texture cannot dominate; multiplied by ``scale`` because reducing an image by
-  ``scale`` averages ``scale²`` pixels and divides white noise σ by ``scale``.
+  the same at every size and contrast, while blur and upscaling empty the finest octave first.
+  (a) alone is fooled by the noise floor of a strongly blurred, smooth image (8-bit rounding and
+  JPEG noise fill its finest octave); (b) reads only the strongest edges, where that noise is
+  negligible, but saturates for mild blur (a sharp step and a 2 px wide edge differ by < 2x).
+- ``noise_sigma``: Gaussian noise σ on 0..255 luma at FULL resolution, in the flattest part of the
+  image: Immerkær's kernel (a difference of two Laplacians, blind to planes and ramps), its mean
+  absolute response per 16x16 block (Immerkær's estimator, per block), and the 5th percentile of the
+  blocks — a global median reads fine texture (grass, gravel) as noise. Multiplied by ``scale``
+  because reducing by ``scale`` averages ``scale²`` pixels and divides white noise σ by ``scale``.
 - ``jpeg_quality``: IJG quality 1..100 recovered from the quantisation tables (None when not JPEG).
 - ``blockiness``: mean absolute luma step on the 8×8 JPEG block grid over the mean off the grid (1 =
   no blocking). The grid period on the analysis image is ``8 / scale``; the best phase is used so EXIF
@@ -24,6 +29,9 @@ What each signal measures, and how it is made comparable across analysis scales:
 - ``clipping``: fraction of luma pixels ≤ 2 or ≥ 253 (blown highlights, crushed shadows).
 - ``edge_density``: fraction of pixels of the luma reduced 2× whose Sobel gradient magnitude exceeds
   ``EDGE_THRESHOLD`` (texture richness / content clarity).
+- ``flat_fraction``: fraction of the 16x16 blocks of the noise measure whose noise is below
+  ``FLAT_SIGMA`` on the analysis image: vector art, gradients and renders have large areas with no
+  sensor noise or texture at all; photographs almost never do (docs/quality.md has the rates).
 Images under 16 px get NULL detail signals (nothing to judge), only colour and clipping.
 """
 
@@ -42,18 +50,27 @@ DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "quality.yaml"
 
 # Fixed order in which `judge` checks signals: the first failure is the reason. Compression and noise
 # come first because they also disturb the detail measures (noise adds fine detail, blocking adds edges).
-JUDGE_ORDER = ("jpeg_quality", "blockiness", "noise_sigma", "sharpness", "edge_density", "clipping", "colorfulness")
+JUDGE_ORDER = ("jpeg_quality", "blockiness", "noise_sigma", "sharpness", "edge_density", "clipping", "colorfulness",
+               "flat_fraction")
 assert sorted(JUDGE_ORDER) == sorted(QUALITY_SIGNALS)
 
-# The definition of the signals. 2 (2026-11-26): the half-scale luma behind sharpness and edge_density
-# is an exact 2x2 mean (1 blended neighbours for odd image sizes, up to +11 % sharpness). Recorded in
-# each scans row's config_hash and in the catalog settings; see migrate_thresholds.
-SIGNALS_VERSION = 2
+# The definition of the signals. 2: the half-scale luma behind sharpness and edge_density is an exact
+# 2x2 mean. 3: analysis never reduced more than 2x; sharpness also reads the strongest edges; noise in
+# the flattest blocks; flat_fraction. Recorded in each scans row's config_hash and in the catalog
+# settings; see migrate_thresholds.
+SIGNALS_VERSION = 3
 # Default bounds a signals version recalibrated: {version: {(signal, side): the previous default}}.
-_RECALIBRATED = {2: {("sharpness", "min"): 0.465}}
+_RECALIBRATED = {2: {("sharpness", "min"): 0.465},
+                 3: {("sharpness", "min"): 0.442, ("noise_sigma", "max"): 9.0, ("blockiness", "max"): 1.2}}
 _MIN_DETAIL_SIDE = 16  # below this the detail signals (sharpness, noise, edges, blocks) are NULL
 EDGE_THRESHOLD = 24.0  # Sobel magnitude (scaled so a luma step of height A gives A) counted as an edge
-_MAD_TO_SIGMA = 1.0 / (0.6745 * 6.0)  # Immerkær's kernel has L2 norm 6; median|N(0,1)| = 0.6745
+_MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2) / 6.0  # Immerkær's kernel has L2 norm 6; E|N(0,1)| = sqrt(2/pi)
+_NOISE_BLOCK = 16  # block side of the noise measure (analysis pixels)
+_NOISE_QUANTILE = 0.05  # noise is read in the flattest 5 % of the blocks
+_QUANTILE_BIAS = 0.87  # that quantile of the blocks of pure white noise, in units of its sigma (measured)
+FLAT_SIGMA = 0.15  # a block with less noise than this (analysis luma) is flat: no sensor noise, no texture
+EDGE_QUANTILE = 0.999  # the strongest edges: 0.1 % of the pixels
+EDGE_TO_RMS = 0.68  # puts the edge ratio on the Laplacian ratio's scale (their thresholds: 0.66 and 0.45)
 _SECOND_DIFF = np.array([1, -2, 1], dtype=np.float32)  # Immerkær's kernel is its outer product
 _CLIPPED = np.array([1] * 3 + [0] * 250 + [1] * 3, dtype=np.uint8)  # luma <= 2 or >= 253
 _OPPONENT = np.array([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=np.float32)  # rg, yb from RGB
@@ -130,20 +147,38 @@ def _phase_ratio(profile: np.ndarray, period: int) -> float:
     return float(per_phase[k] / max(others, 1e-6))
 
 
-def _median_abs_int(values: np.ndarray) -> float:
-    """Median of |values| (integer-valued) from a histogram, interpolated within the median's bin.
+def _quantile_u8(values: np.ndarray, q: float) -> float:
+    """Quantile ``q`` of non-negative values (saturated to 0..255) from a histogram, interpolated in its bin.
 
-    A histogram costs a fraction of a sort on a megapixel; values past 255 saturate (σ > 60).
+    A 256-bin histogram costs a fraction of a sort on a megapixel.
     """
     hist = cv2.calcHist([cv2.convertScaleAbs(values)], [0], None, [256], [0, 256]).ravel()
     cum = np.cumsum(hist)
-    half = values.size / 2.0
-    k = int(np.searchsorted(cum, half))
+    rank = q * values.size
+    k = int(np.searchsorted(cum, rank))
     if k >= len(hist):
         return 255.0
     below = cum[k - 1] if k else 0.0
     # Bin k holds the integer k, i.e. the interval [k - 0.5, k + 0.5) of the underlying continuous value.
-    return max(0.0, k - 0.5 + (half - below) / max(hist[k], 1.0))
+    return float(max(0.0, k - 0.5 + (rank - below) / max(hist[k], 1.0)))
+
+
+def _gradient(luma: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude, scaled so an ideal step of height A gives A / 2 (its peak per pixel)."""
+    gx = cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    return cv2.magnitude(gx, gy)
+
+
+def _block_noise(luma8: np.ndarray) -> np.ndarray:
+    """Immerkær noise σ (analysis luma) of every 16x16 block: his mean |response| per block."""
+    response = cv2.sepFilter2D(luma8, cv2.CV_16S, _SECOND_DIFF, _SECOND_DIFF)
+    h, w = response.shape
+    hb, wb = h // _NOISE_BLOCK, w // _NOISE_BLOCK
+    crop = np.abs(response[: hb * _NOISE_BLOCK, : wb * _NOISE_BLOCK].astype(np.float32))
+    # An integer-factor area resize is the block mean (OpenCV's fast path); float, or it rounds.
+    means = cv2.resize(crop, (wb, hb), interpolation=cv2.INTER_AREA)
+    return means.ravel() * _MEAN_ABS_TO_SIGMA
 
 
 def analysis_luma(image: np.ndarray, order: str = "RGB") -> np.ndarray:
@@ -154,7 +189,7 @@ def analysis_luma(image: np.ndarray, order: str = "RGB") -> np.ndarray:
 def cheap_signals(
     image: np.ndarray, scale: int, qtables: dict | None, order: str = "RGB", luma8: np.ndarray | None = None
 ) -> dict[str, float | None]:
-    """The seven cheap quality signals of one analysis image (HxWx3 uint8, reduced by ``scale``).
+    """The eight cheap quality signals of one analysis image (HxWx3 uint8, reduced by ``scale``).
 
     ``order`` is the channel order ("RGB", or "BGR" as OpenCV decodes: no swap needed); ``luma8`` may
     pass the luma already computed (:func:`analysis_luma`).
@@ -166,27 +201,30 @@ def cheap_signals(
     jpeg_quality = estimate_jpeg_quality(qtables) if qtables else None
     if min(h, w) < _MIN_DETAIL_SIDE:  # (ingest's --min-side allows it) too few pixels for detail measures
         return {"sharpness": None, "noise_sigma": None, "jpeg_quality": jpeg_quality, "blockiness": None,
-                "edge_density": None, **colour}
+                "edge_density": None, "flat_fraction": None, **colour}
 
-    # sharpness: Laplacian RMS at the analysis scale over Laplacian RMS at half of it. The half-scale
-    # luma is an exact 2x2 mean of the even-sized top-left crop: OpenCV's area resize by a non-integer
-    # factor (851 -> 425 px) takes a general path that costs 10x more.
+    # sharpness: finest octave over the octave below, on the analysis luma and its exact 2x2 mean (an
+    # area resize by a non-integer factor, 851 -> 425 px, takes a general path that costs 10x more).
     even = luma8[: h // 2 * 2, : w // 2 * 2]
     half = cv2.resize(even.astype(np.float32), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     fine = cv2.norm(cv2.Laplacian(luma8, cv2.CV_16S), cv2.NORM_L2) / math.sqrt(h * w)
     coarse = cv2.norm(cv2.Laplacian(half, cv2.CV_32F), cv2.NORM_L2) / math.sqrt(half.size)
-    sharpness = fine / coarse if coarse > 1e-6 else 0.0
+    rms_ratio = fine / coarse if coarse > 1e-6 else 0.0
+    edges_fine = _quantile_u8(_gradient(luma8), EDGE_QUANTILE)
+    half_gradient = _gradient(half)
+    edges_coarse = _quantile_u8(half_gradient, EDGE_QUANTILE)
+    edge_ratio = edges_fine / max(edges_coarse, 1.0)  # below 1 level/px there is no edge to read
+    sharpness = float(min(rms_ratio, EDGE_TO_RMS * edge_ratio))
 
-    # noise: Immerkær's kernel, robust median, back to full-resolution sigma.
-    # The kernel is separable ([1,-2,1] ⊗ [1,-2,1]); every 2nd row is plenty for a median.
-    response = cv2.sepFilter2D(luma8, cv2.CV_16S, _SECOND_DIFF, _SECOND_DIFF)
-    noise_sigma = _median_abs_int(response[1:-1:2, 1:-1]) * _MAD_TO_SIGMA * scale
+    # noise, in the flattest blocks; back to full-resolution sigma. flat_fraction from the same blocks.
+    blocks = _block_noise(luma8)
+    noise_sigma = float(np.partition(blocks, int(_NOISE_QUANTILE * (blocks.size - 1)))[
+        int(_NOISE_QUANTILE * (blocks.size - 1))]) * scale / _QUANTILE_BIAS
+    flat_fraction = float(np.count_nonzero(blocks < FLAT_SIGMA)) / blocks.size
 
-    # edges: Sobel magnitude (a step of height A gives A) above a fixed contrast, on the half-scale
-    # luma: structure rather than pixel noise, at a quarter of the cost.
-    gx = cv2.Sobel(half, cv2.CV_32F, 1, 0, ksize=3, scale=0.25)
-    gy = cv2.Sobel(half, cv2.CV_32F, 0, 1, ksize=3, scale=0.25)
-    edge_density = float(np.count_nonzero(cv2.magnitude(gx, gy) > EDGE_THRESHOLD)) / half.size
+    # edges: Sobel magnitude above a fixed contrast, on the half-scale luma: structure rather than
+    # pixel noise, at a quarter of the cost. (_gradient gives A / 2 for a step of A: compare with half.)
+    edge_density = float(np.count_nonzero(half_gradient > EDGE_THRESHOLD / 2)) / half.size
 
     # blockiness on the (8 / scale)-pixel grid that the JPEG blocks occupy in the analysis image.
     period = 8 // scale if scale <= 4 else 1
@@ -202,6 +240,7 @@ def cheap_signals(
         "jpeg_quality": jpeg_quality,
         "blockiness": blockiness,
         "edge_density": edge_density,
+        "flat_fraction": flat_fraction,
         **colour,
     }
 
@@ -241,6 +280,7 @@ class QualityThresholds:
     colorfulness: Bounds = Bounds()
     clipping: Bounds = Bounds()
     edge_density: Bounds = Bounds()
+    flat_fraction: Bounds = Bounds()
     iqa: dict[str, Bounds] = field(default_factory=dict)
 
 

@@ -90,9 +90,10 @@ def test_animated_is_unsupported():
 def test_jpeg_is_reduced_in_the_decoder():
     big = PHOTO.resize((2048, 2048))
     out = decode(_encode(big, "JPEG", quality=90), 1024, MAX)
-    assert out.scale == 4 and out.rgb.shape == (512, 512, 3)
+    assert out.scale == 2 and out.rgb.shape == (1024, 1024, 3)  # never more than 2x (MAX_ANALYSIS_SCALE)
     assert out.qtables is not None
-    assert analysis_scale(4000, 3000) == 4 and analysis_scale(1000, 800) == 1 and analysis_scale(9000, 9000) == 8
+    assert analysis_scale(4000, 3000) == 2 and analysis_scale(1000, 800) == 1 and analysis_scale(9000, 9000) == 2
+    assert analysis_scale(4000, 3000, max_scale=8) == 4 and analysis_scale(9000, 9000, max_scale=8) == 8
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -212,7 +212,8 @@ def test_sql_verdict_agrees_with_python_judge(tmp_path):
     th = load_thresholds()
     rng = np.random.default_rng(0)
     ranges = {"sharpness": (0.3, 0.7), "noise_sigma": (0, 15), "jpeg_quality": (10, 100), "blockiness": (0.9, 1.4),
-              "colorfulness": (0, 30), "clipping": (0, 0.5), "edge_density": (0, 0.1)}
+              "colorfulness": (0, 30), "clipping": (0, 0.5), "edge_density": (0, 0.1),
+              "flat_fraction": (0, 0.5)}
     rows = []
     for _ in range(2000):
         row = {k: float(np.float32(rng.uniform(*ranges[k]))) for k in QUALITY_SIGNALS}

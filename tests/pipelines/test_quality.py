@@ -1,6 +1,7 @@
 """pipelines.ingest.quality: signals, JPEG quality estimation, thresholds, and the calibration on real photos."""
 
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -8,10 +9,6 @@ import pytest
 from PIL import Image
 
 from pipelines.devtools.demo_corpus import (
-    DEGRADATIONS,
-    EXPECTED_DEGRADED,
-    PHOTOS,
-    degraded_bytes,
     encode,
     load_photo,
     upscale_to,
@@ -31,6 +28,7 @@ from pipelines.ingest.quality import (
 from schemas.errors import ConfigError
 from schemas.tables import QUALITY_SIGNALS
 
+CALIBRATION = Path(__file__).parents[2] / "pipelines" / "configs" / "calibration_images.yaml"
 QUALITIES = (5, 10, 15, 25, 40, 50, 60, 75, 85, 90, 95, 98, 100)
 
 
@@ -141,7 +139,7 @@ def test_judge_reports_the_first_failing_signal_in_order():
 
 def test_thresholds_defaults_overrides_and_errors(tmp_path):
     defaults = load_thresholds()
-    assert defaults.jpeg_quality.min == 70 and defaults.noise_sigma.max == 9.0
+    assert defaults.jpeg_quality.min == 70 and defaults.noise_sigma.max == 6.0
     user = tmp_path / "q.yaml"
     user.write_text("sharpness: {min: 0.6}\ncolorfulness: null\nclipping: {max: null}\niqa: {musiq: {min: 55}}\n")
     t = load_thresholds(str(user))
@@ -171,38 +169,59 @@ def test_judge_iqa():
     assert judge_iqa({"brisque": 99.0}, t) is None  # no bounds configured: recorded, never rejects
 
 
-def _verdicts(side: int) -> dict[tuple[str, str], str]:
-    thresholds = load_thresholds()
-    out = {}
-    for name in PHOTOS:
-        up = upscale_to(load_photo(name), side)
-        files = {"clean": encode(up, "JPEG", quality=95), **{k: degraded_bytes(up, k, 0) for k in DEGRADATIONS}}
-        for kind, data in files.items():
-            d = decode(data, min_side=1024, max_pixels=10**8)
-            out[name, kind] = judge(cheap_signals(d.rgb, d.scale, d.qtables), thresholds) or "accepted"
+def _listed_photos(min_short: int, n: int) -> list[np.ndarray]:
+    """The first ``n`` calibration photos (Debian wallpaper packages) whose short side is >= min_short."""
+    import yaml
+
+    listing = yaml.safe_load(CALIBRATION.read_text())
+    paths = [Path(listing["root"]) / rel for rel in listing["photo"]]
+    if not all(p.exists() for p in paths):
+        pytest.skip("calibration photos not installed: run scripts/setup_system.sh")
+    out = []
+    for path in paths:
+        with Image.open(path) as img:
+            if min(img.size) >= min_short:
+                out.append(np.asarray(img.convert("RGB")))
+        if len(out) == n:
+            break
     return out
 
 
-def test_calibration_at_1024_accepts_clean_photos_and_rejects_every_degradation():
-    verdicts = _verdicts(1024)
-    for name in PHOTOS:
-        assert verdicts[name, "clean"] == "accepted", name
-        for kind in DEGRADATIONS:
-            assert verdicts[name, kind] == EXPECTED_DEGRADED[kind], (name, kind)
+def _verdict(data: bytes, thresholds) -> str:
+    d = decode(data, min_side=0, max_pixels=10**9)
+    return judge(cheap_signals(d.pixels, d.scale, d.qtables, d.order), thresholds) or "accepted"
 
 
-def test_calibration_at_2048_compression_and_noise():
-    # At 2048 px the photos are 4x upscales analysed at 1/4: blur sigma 2 and a 4x down-up barely change
-    # what the analysis image sees (docs/quality.md); JPEG q15 and noise sigma 20 must still be caught.
-    verdicts = _verdicts(2048)
-    for name in PHOTOS:
-        assert verdicts[name, "jpeg"] == "low_quality:jpeg_quality", name
-        assert verdicts[name, "noise"] == "low_quality:noise_sigma", name
-    # Every clean photo passes except the Hubble field, whose own sensor noise, upscaled 2.35x, reads
-    # as sigma ~12 at full resolution.
-    clean = {name: verdicts[name, "clean"] for name in PHOTOS}
-    assert clean.pop("hubble_deep_field.jpg") == "low_quality:noise_sigma"
-    assert set(clean.values()) == {"accepted"}
+def test_real_photos_get_the_same_verdicts_at_512_1024_and_2048_px():
+    # docs/quality.md tables every band; this is its regression test on four native >= 2048 px photos.
+    thresholds = load_thresholds()
+    rng = np.random.default_rng(0)
+    for k, rgb in enumerate(_listed_photos(2048, 4)):
+        for side in (512, 1024, 2048):
+            f = side / min(rgb.shape[:2])
+            img = cv2.resize(rgb, (round(rgb.shape[1] * f), round(rgb.shape[0] * f)), interpolation=cv2.INTER_AREA)
+            h, w = img.shape[:2]
+            noisy = np.clip(img + rng.standard_normal(img.shape, dtype=np.float32) * 25, 0, 255).astype(np.uint8)
+            small = cv2.resize(img, (w // 4, h // 4), interpolation=cv2.INTER_AREA)
+            files = {
+                "clean": encode(img, "JPEG", quality=95),
+                "blur": encode(cv2.GaussianBlur(img, (0, 0), 3.0), "JPEG", quality=95),
+                "jpeg": encode(img, "JPEG", quality=10),
+                "noise": encode(noisy, "JPEG", quality=95),
+                "downup": encode(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), "JPEG", quality=95),
+            }
+            verdicts = {kind: _verdict(data, thresholds) for kind, data in files.items()}
+            expected = {"clean": "accepted", "blur": "low_quality:sharpness", "jpeg": "low_quality:jpeg_quality",
+                        "noise": "low_quality:noise_sigma", "downup": "low_quality:sharpness"}
+            assert verdicts == expected, (k, side)
+
+
+def test_flat_fraction_tells_a_gradient_from_a_photo():
+    ramp = np.tile(np.linspace(20, 230, 1024, dtype=np.float32), (768, 1))
+    gradient = np.dstack([ramp, ramp[::-1], np.full_like(ramp, 128)]).round().astype(np.uint8)
+    assert cheap_signals(gradient, 1, None)["flat_fraction"] > 0.9
+    assert judge(cheap_signals(gradient, 1, None), load_thresholds()) is not None
+    assert cheap_signals(load_photo("astronaut.png"), 1, None)["flat_fraction"] < 0.1
 
 
 def test_thresholds_stored_under_the_old_signals_follow_the_recalibration(tmp_path, caplog):
@@ -213,12 +232,15 @@ def test_thresholds_stored_under_the_old_signals_follow_the_recalibration(tmp_pa
     defaults = load_thresholds()
     old = thresholds_to_dict(defaults)
     old["sharpness"]["min"] = 0.465  # what a catalog scanned with signals v1 stored
+    old["noise_sigma"]["max"] = 9.0  # and the v2 default
     catalog = Catalog(str(tmp_path))
     catalog.update_settings(quality_thresholds=old)
-    assert resolve_thresholds(catalog, None).sharpness.min == defaults.sharpness.min == 0.442
-    assert "sharpness min 0.465 -> 0.442" in caplog.text
+    migrated = resolve_thresholds(catalog, None)
+    assert migrated.sharpness.min == defaults.sharpness.min == 0.44  # v1 -> v2 -> v3, step by step
+    assert migrated.noise_sigma.max == defaults.noise_sigma.max == 6.0
+    assert "sharpness min 0.465 -> 0.44" in caplog.text and "noise_sigma max 9.0 -> 6.0" in caplog.text
     # a bound the user chose is theirs; the current version migrates nothing
     chosen = QualityThresholds(sharpness=Bounds(min=0.5))
     assert migrate_thresholds(chosen, 1, defaults) == (chosen, [])
     catalog.update_settings(signals_version=SIGNALS_VERSION)
-    assert resolve_thresholds(catalog, None).sharpness.min == 0.465  # stored under v2: kept as stored
+    assert resolve_thresholds(catalog, None).sharpness.min == 0.465  # stored under v3: kept as stored
