@@ -45,6 +45,7 @@ import yaml
 
 from schemas.errors import ConfigError
 from schemas.tables import QUALITY_SIGNALS
+from supir.degradation import jpeg as ijg
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "quality.yaml"
 
@@ -76,36 +77,12 @@ _CLIPPED = np.array([1] * 3 + [0] * 250 + [1] * 3, dtype=np.uint8)  # luma <= 2 
 _OPPONENT = np.array([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=np.float32)  # rg, yb from RGB
 _OPPONENT_BGR = np.ascontiguousarray(_OPPONENT[:, ::-1])  # the same from BGR
 
-# IJG (libjpeg) example tables, natural (row-major) order, JPEG spec Annex K.
-_IJG_LUMA = np.array(
-    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
-    dtype=np.float64,
-)  # fmt: skip
-_IJG_CHROMA = np.array(
-    [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
-     24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32,
-    dtype=np.float64,
-)  # fmt: skip
 # Zigzag scan position -> natural index (older Pillow returned tables in zigzag order).
 _ZIGZAG = np.array(
     [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
      14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39,
      46, 53, 60, 61, 54, 47, 55, 62, 63]
 )  # fmt: skip
-
-
-def _ijg_scaled(base: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """libjpeg's jpeg_quality_scaling + jpeg_add_quant_table (baseline: clamp to 1..255), per quality."""
-    factor = np.where(quality < 50, 5000 // quality, 200 - 2 * quality)[:, None]
-    return np.clip((base[None, :] * factor + 50) // 100, 1, 255)
-
-
-_QUALITIES = np.arange(1, 101)
-_LUMA_BY_Q = _ijg_scaled(_IJG_LUMA, _QUALITIES)
-_CHROMA_BY_Q = _ijg_scaled(_IJG_CHROMA, _QUALITIES)
 
 
 def estimate_jpeg_quality(qtables: dict) -> float:
@@ -119,16 +96,16 @@ def estimate_jpeg_quality(qtables: dict) -> float:
         raise ValueError("no quantisation tables")
     ids = sorted(qtables)
     observed = [np.asarray(qtables[i], dtype=np.float64).reshape(-1)[:64] for i in ids]
-    references = [_LUMA_BY_Q] + [_CHROMA_BY_Q] * (len(observed) - 1)
+    references = [ijg.LUMA_BY_QUALITY] + [ijg.CHROMA_BY_QUALITY] * (len(observed) - 1)
     best_err, best_q = math.inf, 50.0
     for order in (None, _ZIGZAG):
-        err = np.zeros(len(_QUALITIES))
+        err = np.zeros(len(ijg.QUALITIES))
         for table, ref in zip(observed, references):
             natural = table if order is None else _reorder_zigzag(table)
             err += np.abs(np.log(ref) - np.log(np.maximum(natural, 1))[None, :]).sum(axis=1)
         q = int(np.argmin(err))
         if err[q] < best_err:
-            best_err, best_q = float(err[q]), float(_QUALITIES[q])
+            best_err, best_q = float(err[q]), float(ijg.QUALITIES[q])
     return best_q
 
 
