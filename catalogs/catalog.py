@@ -85,6 +85,7 @@ class Catalog:
 
     def _register_store(self, con: duckdb.DuckDBPyConnection) -> None:
         if self.store.remote:  # registrations live per connection, not in the catalog file
+            self.store.fs.invalidate_cache()  # parts written by workers since: list them afresh
             con.register_filesystem(self.store.fs)
 
     def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:

@@ -127,6 +127,17 @@ def compact_table(root_or_catalog, table: str, target_rows: int = CompactionTarg
                             sum(p.rows for p in written), time.perf_counter() - t0)
 
 
+def compact_after_run(catalog: Catalog, table: str, min_loose_parts: int = 256, **targets) -> CompactionResult | None:
+    """The hook for the end of a stage run: compact ``table`` once it has ``min_loose_parts`` new parts.
+
+    Cheap when there is nothing to do (one listing). 256 parts of 128 rows is ~33K rows: below that,
+    the per-file cost is a fraction of a second per query.
+    """
+    if len(table_layout(catalog.store, table).loose) < min_loose_parts:
+        return None
+    return compact_table(catalog, table, **targets)
+
+
 def compact_lake(root_or_catalog, tables=None, **targets) -> list[CompactionResult]:
     """Compact every compactable table (or the given ones), one after the other."""
     catalog = root_or_catalog if isinstance(root_or_catalog, Catalog) else Catalog(root_or_catalog)

@@ -52,7 +52,7 @@ def base_view_sql(root: Path | str, table: str, layout: TableLayout | None = Non
         where = ""
         if layout.rewritten:
             where = f" WHERE {PART_COLUMN} NOT IN ({', '.join(sql_literal(n) for n in sorted(layout.rewritten))})"
-        selects.append(f"SELECT {cols} FROM read_parquet([{files}]){where}")
+        selects.append(f"SELECT {cols} FROM read_parquet([{files}], union_by_name = true){where}")
     if selects:
         return " UNION ALL ".join(selects)
     cols = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)

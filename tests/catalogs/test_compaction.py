@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogs.catalog import Catalog
-from catalogs.compaction import COMPACTABLE, compact_lake, compact_table
+from catalogs.compaction import COMPACTABLE, compact_after_run, compact_lake, compact_table
 from catalogs.lake import list_parts, read_manifest, table_layout, write_part
 from tests.catalogs.lake_fixtures import build_lake, files_read, scan_row, snapshot
 
@@ -74,3 +74,10 @@ def test_replaced_tables_are_not_compacted(tmp_path):
 
 def _without_runs(snap: dict) -> dict:
     return {k: v for k, v in snap.items() if k != "runs"}
+
+
+def test_the_after_run_hook_waits_for_enough_new_parts(tmp_path):
+    catalog = build_lake(tmp_path, n_parts=6)
+    assert compact_after_run(catalog, "scans", min_loose_parts=8) is None
+    assert compact_after_run(catalog, "scans", min_loose_parts=7).merged == 7
+    assert files_read(catalog, "scans") == 1
