@@ -25,7 +25,6 @@ Not compacted: `decisions` (one part, ``current``, replaced whole by every inges
 `shards` (a stale shard's row is removed by deleting its part; one row per tar, so it stays small).
 """
 
-import io
 import math
 import time
 import uuid
@@ -199,8 +198,8 @@ def _rows_per_byte(layout: TableLayout, sample: int = 16) -> float:
     picks = layout.loose[:: max(1, len(layout.loose) // sample)][:sample]
     rows = size = 0
     for e in picks:
-        with layout.store.open_read(e.url) as fh:
-            rows += pq.ParquetFile(io.BytesIO(fh.read())).metadata.num_rows
+        with layout.store.open_read(e.url) as fh:  # seeks to the footer, reads only it
+            rows += pq.ParquetFile(fh).metadata.num_rows
         size += e.size
     return rows / max(1, size)
 

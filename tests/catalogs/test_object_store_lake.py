@@ -18,13 +18,13 @@ def _keys(root: str) -> list[str]:
 
 
 def test_lake_on_s3_registers_compacts_and_is_recovered_by_a_second_driver(s3_root, tmp_path, monkeypatch):
-    catalog = build_lake(s3_root, n_parts=8)
+    catalog = build_lake(s3_root, n_parts=4)
     assert str(catalog.path).startswith(str(tmp_path / "driver-a")) and catalog.root == s3_root
     parts = list_parts(s3_root, "scans")
-    assert len(parts) == 9 and all(p.startswith(s3_root + "/lake/scans/part-") for p in parts)
+    assert len(parts) == 5 and all(p.startswith(s3_root + "/lake/scans/part-") for p in parts)
     assert "catalog_settings.json" in _keys(s3_root) and not any(k.endswith(".duckdb") for k in _keys(s3_root))
     before = snapshot(catalog)
-    assert len(before["scans"]) == 41 and any(r["verdict"] for r in before["scan_verdicts"])
+    assert len(before["scans"]) == 21 and any(r["verdict"] for r in before["scan_verdicts"])
 
     compact_lake(catalog, target_rows=1000)
     assert snapshot(catalog) == before
@@ -35,12 +35,12 @@ def test_lake_on_s3_registers_compacts_and_is_recovered_by_a_second_driver(s3_ro
     monkeypatch.setenv("SUPIR_DATA_CATALOG_CACHE", str(tmp_path / "driver-b"))
     second = Catalog(s3_root)  # another machine: nothing local but the URL
     assert second.path != catalog.path and not second.path.exists()
-    assert second.scalar("SELECT count(*) FROM scans") == 42
+    assert second.scalar("SELECT count(*) FROM scans") == 22
     catalog.refresh()
     assert snapshot(second) == snapshot(catalog)
 
 
-@pytest.mark.parametrize("step", ["written", "deleting"])
+@pytest.mark.parametrize("step", ["deleting"])  # every step is killed on a local root (test_compaction_crash)
 def test_compaction_on_s3_killed_mid_way_changes_no_view(s3_root, tmp_path, step):
     catalog = build_lake(s3_root, n_parts=8)
     before = snapshot(catalog)
