@@ -1,18 +1,30 @@
 """The DuckDB catalog over the Parquet lake.
 
-``<root>/catalog.duckdb`` holds only views (over absolute part globs, refreshed by every writer) and
-small bookkeeping; the data lives in ``<root>/lake``. Users can open the file with any DuckDB client.
-Only the driver process opens it for writing, and only briefly; workers write Parquet parts.
+``catalog.duckdb`` holds only views (over the lake's parts, refreshed by every writer); the data, the
+settings and the compaction manifests live in the lake, so the catalog file can always be rebuilt
+from the lake alone (:meth:`Catalog.refresh`). Only the driver process opens it for writing, and only
+briefly; workers write Parquet parts.
+
+Where it lives: ``<root>/catalog.duckdb`` for a folder root (open it with any DuckDB client). For an
+object-store root (``s3://bucket/prefix``) it stays on the driver's disk, in
+``$SUPIR_DATA_CATALOG_CACHE`` (default ``~/.cache/supir-data/catalogs``)
+``/<first 16 hex of sha256(root URL)>/catalog.duckdb``; a second driver, or the same one after losing
+its disk, rebuilds it at first use. Its views read the store through the fsspec filesystem that every
+connection made here registers (DuckDB's own httpfs extension cannot be downloaded offline), so a
+plain DuckDB client cannot read those views; `supir-data query` can.
 """
 
+import hashlib
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from catalogs.lake import list_parts
+from catalogs.lake import table_layout
+from catalogs.store import Store
 from catalogs.views import LATEST_CAPTIONS_SQL, base_view_sql, images_view_sql, scan_verdicts_sql
 from schemas.errors import CatalogError
 from schemas.tables import TABLES
@@ -26,26 +38,25 @@ _READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION"}
 
 class Catalog:
     def __init__(self, root: str | Path):
-        root_str = str(root)
-        if "://" in root_str and not root_str.startswith("file://"):
-            raise CatalogError(
-                f"data root {root_str!r}: object-store roots are not supported yet; "
-                "use a local or mounted folder (inputs to `ingest` may still be fsspec URLs)"
-            )
-        self.root = Path(root_str.removeprefix("file://")).expanduser().resolve()
-        self.path = self.root / CATALOG_FILE
-        self.settings_path = self.root / SETTINGS_FILE
+        self.store = Store(root)
+        if self.store.remote:
+            self.root: Path | str = self.store.url  # stages pass it to write_part as is
+            self.path = catalog_cache_dir(self.store.url) / CATALOG_FILE
+        else:
+            self.root = Path(self.store.url)
+            self.path = self.root / CATALOG_FILE
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
     def writer(self):
         """A short-lived writable connection with fresh views."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
             raise CatalogError(f"cannot open {self.path} for writing (is another stage running?): {exc}") from exc
         try:
+            self._register_store(con)
             self._refresh_views(con)
             yield con
         finally:
@@ -62,6 +73,7 @@ class Catalog:
         except duckdb.IOException as exc:
             raise CatalogError(f"cannot open {self.path} for reading: {exc}") from exc
         try:
+            self._register_store(con)
             yield con
         finally:
             con.close()
@@ -71,13 +83,21 @@ class Catalog:
         with self.writer():
             pass
 
+    def _register_store(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self.store.remote:  # registrations live per connection, not in the catalog file
+            self.store.fs.invalidate_cache()  # parts written by workers since: list them afresh
+            con.register_filesystem(self.store.fs)
+
     def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        iqa_parts = False
         for table in TABLES:
-            con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {base_view_sql(self.root, table)}')
+            layout = table_layout(self.store, table)
+            iqa_parts |= table == "iqa_scores" and not layout.empty
+            con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {base_view_sql(self.root, table, layout)}')
         quality_sql = self.settings().get("quality_reason_sql") or "CAST(NULL AS VARCHAR)"
         con.execute(f"CREATE OR REPLACE VIEW scan_verdicts AS {scan_verdicts_sql(quality_sql)}")
         metrics = []
-        if list_parts(self.root, "iqa_scores"):
+        if iqa_parts:
             metrics = [r[0] for r in con.execute("SELECT DISTINCT metric FROM iqa_scores ORDER BY 1").fetchall()]
         con.execute(f"CREATE OR REPLACE VIEW images AS {images_view_sql(metrics)}")
         con.execute(f"CREATE OR REPLACE VIEW latest_captions AS {LATEST_CAPTIONS_SQL}")
@@ -113,19 +133,18 @@ class Catalog:
     # -- bookkeeping ---------------------------------------------------------------------------
     def settings(self) -> dict:
         """Catalog-wide settings (e.g. the quality thresholds every scanned image is judged by)."""
-        if not self.settings_path.exists():
-            return {}
-        return json.loads(self.settings_path.read_text())
+        raw = self.store.read_bytes(SETTINGS_FILE)
+        return {} if raw is None else json.loads(raw)
+
+    @property
+    def settings_path(self) -> Path | str:
+        """``<root>/catalog_settings.json``: kept in the lake (not beside a cached catalog file)."""
+        return self.store.url_of(SETTINGS_FILE) if self.store.remote else self.root / SETTINGS_FILE
 
     def update_settings(self, **values) -> None:
         """Merge ``values`` into the settings file atomically; views pick them up at the next refresh."""
-        import os
-
-        self.root.mkdir(parents=True, exist_ok=True)
         merged = {**self.settings(), **values}
-        tmp = self.settings_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.settings_path)
+        self.store.write_bytes(SETTINGS_FILE, (json.dumps(merged, indent=2, sort_keys=True) + "\n").encode())
 
     def record_run(self, run_id: str, stage: str, config: dict) -> None:
         from catalogs.lake import write_part
@@ -139,3 +158,9 @@ class Catalog:
             "started_at": utc_now(),
         }
         write_part(self.root, "runs", [row], name=f"run-{run_id}")
+
+
+def catalog_cache_dir(url: str) -> Path:
+    """The driver-local folder of an object-store root's ``catalog.duckdb`` (keyed by the root URL)."""
+    base = os.environ.get("SUPIR_DATA_CATALOG_CACHE") or Path.home() / ".cache" / "supir-data" / "catalogs"
+    return Path(base).expanduser() / hashlib.sha256(url.encode()).hexdigest()[:16]

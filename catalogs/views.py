@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from catalogs.lake import PART_GLOB, list_parts, table_dir
+from catalogs.lake import PART_COLUMN, TableLayout, table_layout
 from schemas.tables import QUALITY_SIGNALS, TABLES
 
 _DUCK_TYPES = {
@@ -24,17 +24,37 @@ def _duck_type(t: pa.DataType) -> str:
     return _DUCK_TYPES[t]
 
 
-def _quote(s: str) -> str:
+def sql_literal(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def base_view_sql(root: Path, table: str) -> str:
-    """``SELECT`` over the table's parts, or a typed empty relation while it has none."""
+def base_view_sql(root: Path | str, table: str, layout: TableLayout | None = None) -> str:
+    """``SELECT`` over the table's parts, or a typed empty relation while it has none.
+
+    Loose parts are read by glob (new parts need no re-registration to be found by the glob, only
+    the views' refresh to be told apart from compacted copies); compacted files are listed, from the
+    manifest. Leftovers and rewritten rows are filtered by file name and ``_part``, which DuckDB
+    applies to whole files and row groups before reading them.
+    """
+    layout = layout or table_layout(root, table)
     schema = TABLES[table]
-    if list_parts(root, table):
-        glob = str(table_dir(root, table).resolve() / PART_GLOB)
-        cols = ", ".join(f'"{f.name}"' for f in schema)
-        return f"SELECT {cols} FROM read_parquet({_quote(glob)}, union_by_name = true)"
+    cols = ", ".join(f'"{f.name}"' for f in schema)
+    selects = []
+    if layout.loose:
+        if layout.leftovers:
+            skip = ", ".join(sql_literal(e.url) for e in layout.leftovers)
+            selects.append(f"SELECT {cols} FROM read_parquet({sql_literal(layout.loose_glob)}, union_by_name = true, "
+                           f"filename = true) WHERE filename NOT IN ({skip})")
+        else:
+            selects.append(f"SELECT {cols} FROM read_parquet({sql_literal(layout.loose_glob)}, union_by_name = true)")
+    if layout.manifest.parts:
+        files = ", ".join(sql_literal(u) for u in layout.compacted_urls)
+        where = ""
+        if layout.rewritten:
+            where = f" WHERE {PART_COLUMN} NOT IN ({', '.join(sql_literal(n) for n in sorted(layout.rewritten))})"
+        selects.append(f"SELECT {cols} FROM read_parquet([{files}], union_by_name = true){where}")
+    if selects:
+        return " UNION ALL ".join(selects)
     cols = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
     return f"SELECT {cols} WHERE false"
 
@@ -60,7 +80,7 @@ def images_view_sql(iqa_metrics: list[str]) -> str:
     iqa_cols = "".join(f', q."{m}" AS "iqa_{m}"' for m in iqa_metrics)
     iqa_join = ""
     if iqa_metrics:
-        pivots = ", ".join(f"max(score) FILTER (WHERE metric = {_quote(m)}) AS \"{m}\"" for m in iqa_metrics)
+        pivots = ", ".join(f"max(score) FILTER (WHERE metric = {sql_literal(m)}) AS \"{m}\"" for m in iqa_metrics)
         iqa_join = f" LEFT JOIN (SELECT image_id, {pivots} FROM iqa_scores GROUP BY image_id) q ON q.image_id = s.image_id"
     return f"""
 SELECT s.image_id, s.path, s.source, s.width, s.height, s.format, s.mode, s.bytes,

@@ -18,6 +18,7 @@ from schemas.errors import SupirDataError
 COMMANDS = {
     "ingest": "pipelines.ingest.command:ingest_command",
     "status": "pipelines.status.command:status_command",
+    "compact": "pipelines.compact.command:compact_command",
     "query": "pipelines.status.command:query_command",
     "caption": "pipelines.caption.command:caption_command",
     "negatives": "pipelines.negatives.command:negatives_command",
