@@ -19,17 +19,15 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from schemas.errors import ConfigError, InputImageError
+from schemas.errors import ConfigError
 from supir.cli_main import cli_main
 from supir.colorfix import COLOR_FIXES
 from supir.conditioning import decode_latents, encode_images, encode_prompts, sdxl_time_ids
-from supir.image_io import to_rgb8
 from supir.prompts import NEGATIVE_PROMPTS, POSITIVE_PROMPT
-from supir.restore_loading import load_restorer
+from supir.restore_loading import image_size, load_lq, load_restorer, to_pil
 from supir.restore_settings import RELEASED_SIZE, SETTINGS, RestoreSettings, working_size
 from supir.sampler import SamplerConfig, eps_denoise, restoration_guided_sample
 from supir.tiling import tiled_denoiser
@@ -150,30 +148,6 @@ def frozen_autocast(model, device):
     if dtype not in (torch.bfloat16, torch.float16):
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
-
-
-def load_lq(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """1×3×H×W in [-1, 1] at `size` (W, H), read with the one bytes->RGB rule (`supir.image_io`)."""
-    try:
-        with Image.open(path) as image:
-            rgb = Image.fromarray(to_rgb8(image))
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for unreadable files
-        raise InputImageError(f"cannot read {path}: {exc}") from exc
-    array = np.asarray(rgb.resize(size, Image.BICUBIC), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None]
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except Exception as exc:  # noqa: BLE001
-        raise InputImageError(f"cannot read {path}: {exc}") from exc
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    array = ((image.permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).round().clip(0, 255)
-    return Image.fromarray(array.astype(np.uint8))
 
 
 @torch.no_grad()

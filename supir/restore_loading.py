@@ -1,4 +1,4 @@
-"""Loading what `supir.restore` needs: frozen SDXL, the checkpoint's SupirUNet, and its E_dr.
+"""Loading what `supir.restore` needs: frozen SDXL, the checkpoint's SupirUNet, its E_dr, the images.
 
 The hint latent must come from the encoder the adaptor was trained with: the degradation-robust
 encoder E_dr when training used one (saved in the checkpoint folder, or named by the training
@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, InputImageError
+from supir.image_io import to_rgb8
 
 
 def _trainer_config(checkpoint: Path) -> dict:
@@ -69,3 +72,27 @@ def load_restorer(
         return parts, model, None, "the VAE encoder (the checkpoint has no robust encoder E_dr)"
     encoder = RobustEncoder.from_pretrained(encoder_dir, parts.vae)
     return parts, model, encoder, f"E_dr from {encoder_dir}"
+
+
+def load_lq(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """1×3×H×W in [-1, 1] at `size` (W, H), read with the one bytes->RGB rule (`supir.image_io`)."""
+    try:
+        with Image.open(path) as image:
+            rgb = Image.fromarray(to_rgb8(image))
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for unreadable files
+        raise InputImageError(f"cannot read {path}: {exc}") from exc
+    array = np.asarray(rgb.resize(size, Image.BICUBIC), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception as exc:  # noqa: BLE001
+        raise InputImageError(f"cannot read {path}: {exc}") from exc
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    array = ((image.permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).round().clip(0, 255)
+    return Image.fromarray(array.astype(np.uint8))
