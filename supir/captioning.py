@@ -16,7 +16,6 @@ from schemas.errors import MissingWeightsError
 # The question of the released LLaVA agent (llava_agent.py), in llava-1.5's conversation format.
 RELEASED_QUESTION = "Describe this image and its style in a very detailed manner."
 LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
-CAPTION_SHORT_SIDE = 512  # the release cleans and captions the LQ at this short side
 
 
 class LlavaCaptioner:

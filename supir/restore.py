@@ -91,12 +91,16 @@ def make_denoiser(
     return lambda x, sigma, control_scale: denoise_window(x, sigma, control_scale, whole)
 
 
-def guidance_target(kind: str, vae, z_lq: torch.Tensor, generator=None) -> torch.Tensor:
-    """What restoration guidance pulls toward: the paper's z_LQ, or the release's E(D(z_LQ)) (a sample)."""
+def guidance_target(kind: str, vae, z_lq: torch.Tensor, generator=None, cleaned=None) -> torch.Tensor:
+    """What restoration guidance pulls toward: the paper's z_LQ, or the release's E(D(z_LQ)) (a sample).
+
+    `cleaned` = D(z_LQ) when the caller has decoded it already (the colour fix needs it too).
+    """
     if kind == "hint":
         return z_lq
     if kind == "cleaned":
-        return encode_images(vae, decode_latents(vae, z_lq), generator=generator, sample=True)
+        cleaned = decode_latents(vae, z_lq) if cleaned is None else cleaned
+        return encode_images(vae, cleaned, generator=generator, sample=True)
     raise ConfigError(f"unknown guidance target {kind!r}: hint or cleaned")
 
 
@@ -121,7 +125,10 @@ def restore_batch(
     settings = settings or SETTINGS["paper"]
     device = next(parts.vae.parameters()).device
     z_lq = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq.to(device), sample=False)
-    z_target = guidance_target(settings.guidance_target, parts.vae, z_lq, generator)
+    cleaned = None  # D(E_dr(x)): the release's guidance source and colour reference
+    if settings.guidance_target == "cleaned" or settings.color_fix is not None:
+        cleaned = decode_latents(parts.vae, z_lq)
+    z_target = guidance_target(settings.guidance_target, parts.vae, z_lq, generator, cleaned)
     use_cfg = sampler.cfg_scale != 0 or sampler.cfg_scale_start not in (None, 0)
     denoiser = make_denoiser(
         model,
@@ -136,7 +143,7 @@ def restore_batch(
         z = restoration_guided_sample(denoiser, z_target, sampler, generator=generator)
     restored = decode_latents(parts.vae, z)
     if settings.color_fix is not None:
-        restored = COLOR_FIXES[settings.color_fix](restored, decode_latents(parts.vae, z_lq)).clamp(-1, 1)
+        restored = COLOR_FIXES[settings.color_fix](restored, cleaned).clamp(-1, 1)
     return restored
 
 
@@ -151,12 +158,10 @@ def frozen_autocast(model, device):
 
 
 @torch.no_grad()
-def caption_cleaned(captioner, parts, hint_encoder, path: Path, upscale: float) -> str:
+def caption_cleaned(captioner, parts, hint_encoder, path: Path, upscale: float, short_side: int = 512) -> str:
     """The release's caption: LLaVA on D(E_dr(x_LQ)) at a short side of 512 (multiple of 64)."""
-    from supir.captioning import CAPTION_SHORT_SIDE
-
     (w, h), _ = working_size(*image_size(path), upscale, RELEASED_SIZE, 64)
-    (w, h), _ = working_size(w, h, CAPTION_SHORT_SIDE / min(w, h), 0, 64)
+    (w, h), _ = working_size(w, h, short_side / min(w, h), 0, 64)
     lq = load_lq(path, (w, h)).to(next(parts.vae.parameters()).device)
     z = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq, sample=False)
     return captioner([to_pil(decode_latents(parts.vae, z)[0])])[0]
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="image description; the positive prompt is appended")
     p.add_argument("--caption-model", default=None, help="LLaVA folder: caption the E_dr-cleaned image")
     p.add_argument("--caption-max-tokens", type=int, default=512)
+    p.add_argument("--caption-size", type=int, default=512, help="short side LLaVA's image is cleaned at")
     p.add_argument("--negative", default=None, choices=sorted(NEGATIVE_PROMPTS))
     p.add_argument("--upscale", type=float, default=1.0)
     p.add_argument("--min-size", type=int, default=None, help="raise the short side to this (release: 1024)")
@@ -259,7 +265,9 @@ def run(args) -> int:
         caption = args.prompt
         if captioner is not None:
             caption = (
-                caption + " " + caption_cleaned(captioner, parts, hint_encoder, path, args.upscale)
+                caption
+                + " "
+                + caption_cleaned(captioner, parts, hint_encoder, path, args.upscale, args.caption_size)
             ).strip()
             print(f"{path}: caption {caption!r}")
         prompt = f"{caption}{settings.prompt_join}{POSITIVE_PROMPT}" if caption else POSITIVE_PROMPT

@@ -117,10 +117,8 @@ def test_restore_cli_release_and_paper_end_to_end(checkpoint, tmp_path, capsys):
     ]
     # release at a 64-px minimum side (1024 is too large for the tiny model on CPU), captioned, UNet tiled
     release = [*common, "--settings", "release", "--min-size", "64", "--caption-model", str(llava)]
-    assert (
-        restore.main([str(root / "lq.png"), str(tmp_path / "rel"), *release[1:], "--caption-max-tokens", "4"])
-        == 0
-    )
+    release += ["--caption-max-tokens", "4", "--caption-size", "64"]
+    assert restore.main([str(root / "lq.png"), str(tmp_path / "rel"), *release[1:]]) == 0
     out = capsys.readouterr().out
     assert "hint encoder: E_dr from" in out and "caption" in out
     assert (
