@@ -1,66 +1,107 @@
 """Restore images with a trained checkpoint: restoration-guided EDM sampling with CFG.
 
     python -m supir.restore IN OUT --checkpoint runs/sdxl/checkpoints/step-100000 [--upscale 2]
+        [--settings paper|release|release-gradio] [--caption-model llava-folder] [--tile-size 1024]
 
-IN is an image or a folder of images; OUT is a folder (PNG per input). The LQ image is resized to the
-output size (like the training LQ), encoded to the hint latent, and sampled with the paper's defaults
-(T = 100, λ_cfg = 7.5, τ_r = 4, the positive prompt appended to --prompt, the negative-quality prompt).
-Large images use the VAE's tiled encode/decode.
+IN is an image or a folder of images; OUT is a folder (PNG per input). `--settings` picks the
+paper's recipe or the released code's defaults (`supir.restore_settings`); every flag left out
+comes from it. The LQ image is read with the project's one RGB rule, resized to the working size,
+encoded by the checkpoint's degradation-robust encoder E_dr (the plain VAE encoder when it has
+none) to the hint latent, and sampled; the VAE runs tiled on large images, the UNet with
+`--tile-size`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import dataclasses
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from schemas.errors import ConfigError, InputImageError, SupirDataError
+from schemas.errors import ConfigError
+from supir.cli_main import cli_main
+from supir.colorfix import COLOR_FIXES
 from supir.conditioning import decode_latents, encode_images, encode_prompts, sdxl_time_ids
-from supir.prompts import NEGATIVE_PROMPTS, POSITIVE_PROMPT, training_prompt
+from supir.prompts import NEGATIVE_PROMPTS, POSITIVE_PROMPT
+from supir.restore_loading import image_size, load_lq, load_restorer, to_pil
+from supir.restore_settings import RELEASED_SIZE, SETTINGS, RestoreSettings, working_size
 from supir.sampler import SamplerConfig, eps_denoise, restoration_guided_sample
+from supir.tiling import tiled_denoiser
 
 TILED_VAE_ABOVE = 1024  # pixels per side above which the VAE runs tiled
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def make_denoiser(model, parts, z_lq: torch.Tensor, prompts: list[str], negative_prompt: str | None):
+def time_ids_for(b: int, height: int, width: int, fixed: bool) -> torch.Tensor:
+    """SDXL's size conditioning: the release fixes 1024/1024 with crop (0, 0); otherwise the image's size."""
+    size = (RELEASED_SIZE, RELEASED_SIZE) if fixed else (height, width)
+    return sdxl_time_ids(torch.tensor([size] * b), torch.zeros(b, 2), size)
+
+
+def make_denoiser(
+    model,
+    parts,
+    z_lq: torch.Tensor,
+    prompts: list[str],
+    negative_prompt: str | None,
+    fixed_size_conditioning: bool = False,
+    tile: int | None = None,
+    tile_stride: int | None = None,
+):
     """The sampler's denoiser: (x, σ, control scale) -> (D with the prompts, D with the negative prompt).
 
     Both predictions come from one batched call; with `negative_prompt=None` only the positive one.
+    With `tile` (latent cells) the UNet runs per window of the latent, with that window of the hint.
     """
-    device = z_lq.device
     b = z_lq.shape[0]
-    pos_embeds, pos_pooled = encode_prompts(parts, prompts)
+    embeds, pooled = encode_prompts(parts, prompts)
     height, width = (s * parts.vae_scale_factor for s in z_lq.shape[-2:])
-    time_ids = sdxl_time_ids(torch.tensor([[height, width]] * b), torch.zeros(b, 2), (height, width)).to(
-        device
-    )
-    embeds, pooled, hint, ids = pos_embeds, pos_pooled, z_lq, time_ids
+    ids = time_ids_for(b, height, width, fixed_size_conditioning).to(z_lq.device)
+    copies = 1
     if negative_prompt is not None:
         neg_embeds, neg_pooled = encode_prompts(parts, [negative_prompt] * b)
-        embeds, pooled = torch.cat([pos_embeds, neg_embeds]), torch.cat([pos_pooled, neg_pooled])
-        hint, ids = torch.cat([z_lq, z_lq]), torch.cat([time_ids, time_ids])
+        embeds, pooled, ids, copies = (
+            torch.cat([embeds, neg_embeds]),
+            torch.cat([pooled, neg_pooled]),
+            ids.repeat(2, 1),
+            2,
+        )
 
     @torch.no_grad()
-    def denoiser(x, sigma, control_scale):
+    def denoise_window(x, sigma, control_scale, window):
+        top, bottom, left, right = window
         cond = {
             "encoder_hidden_states": embeds,
-            "lq_latent": hint,
+            "lq_latent": z_lq[..., top:bottom, left:right].repeat(copies, 1, 1, 1),
             "control_scale": control_scale,
             "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids},
         }
-        if negative_prompt is None:
+        if copies == 1:
             return eps_denoise(model, x, sigma, **cond), None
-        pos, neg = eps_denoise(model, torch.cat([x, x]), sigma, **cond).chunk(2)
+        pos, neg = eps_denoise(model, x.repeat(2, 1, 1, 1), sigma, **cond).chunk(2)
         return pos, neg
 
-    return denoiser
+    if tile is not None and tile < max(z_lq.shape[-2:]):
+        return tiled_denoiser(denoise_window, tile, tile_stride or max(1, tile // 2))
+    whole = (0, z_lq.shape[-2], 0, z_lq.shape[-1])
+    return lambda x, sigma, control_scale: denoise_window(x, sigma, control_scale, whole)
+
+
+def guidance_target(kind: str, vae, z_lq: torch.Tensor, generator=None, cleaned=None) -> torch.Tensor:
+    """What restoration guidance pulls toward: the paper's z_LQ, or the release's E(D(z_LQ)) (a sample).
+
+    `cleaned` = D(z_LQ) when the caller has decoded it already (the colour fix needs it too).
+    """
+    if kind == "hint":
+        return z_lq
+    if kind == "cleaned":
+        cleaned = decode_latents(vae, z_lq) if cleaned is None else cleaned
+        return encode_images(vae, cleaned, generator=generator, sample=True)
+    raise ConfigError(f"unknown guidance target {kind!r}: hint or cleaned")
 
 
 @torch.no_grad()
@@ -73,15 +114,37 @@ def restore_batch(
     negative_prompt: str = NEGATIVE_PROMPTS["paper"],
     generator: torch.Generator | None = None,
     hint_encoder=None,
+    settings: RestoreSettings | None = None,
+    tile: int | None = None,
 ) -> torch.Tensor:
-    """LQ images in [-1, 1] (B×3×H×W, H and W multiples of 8) -> restored images in [-1, 1]."""
+    """LQ images in [-1, 1] (B×3×H×W, H and W multiples of 8) -> restored images in [-1, 1].
+
+    `settings` supplies the guidance target, size conditioning and colour fix (default: the paper's);
+    `sampler` and `negative_prompt` are given apart so that validation can choose its own.
+    """
+    settings = settings or SETTINGS["paper"]
     device = next(parts.vae.parameters()).device
     z_lq = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq.to(device), sample=False)
-    use_cfg = sampler.cfg_scale != 0 or sampler.cfg_scale_min not in (None, 0)
-    denoiser = make_denoiser(model, parts, z_lq, prompts, negative_prompt if use_cfg else None)
+    cleaned = None  # D(E_dr(x)): the release's guidance source and colour reference
+    if settings.guidance_target == "cleaned" or settings.color_fix is not None:
+        cleaned = decode_latents(parts.vae, z_lq)
+    z_target = guidance_target(settings.guidance_target, parts.vae, z_lq, generator, cleaned)
+    use_cfg = sampler.cfg_scale != 0 or sampler.cfg_scale_start not in (None, 0)
+    denoiser = make_denoiser(
+        model,
+        parts,
+        z_lq,
+        prompts,
+        negative_prompt if use_cfg else None,
+        settings.fixed_size_conditioning,
+        tile,
+    )
     with frozen_autocast(model, device):
-        z = restoration_guided_sample(denoiser, z_lq, sampler, generator=generator)
-    return decode_latents(parts.vae, z)
+        z = restoration_guided_sample(denoiser, z_target, sampler, generator=generator)
+    restored = decode_latents(parts.vae, z)
+    if settings.color_fix is not None:
+        restored = COLOR_FIXES[settings.color_fix](restored, cleaned).clamp(-1, 1)
+    return restored
 
 
 def frozen_autocast(model, device):
@@ -94,56 +157,64 @@ def frozen_autocast(model, device):
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
-def load_restorer(checkpoint: str | Path, pretrained: str | None = None, device="cpu", dtype=torch.float32):
-    """(frozen SDXL parts in `dtype`, SupirUNet with the checkpoint's trainable weights in fp32)."""
-    from supir.checkpoint import STATE_FILE
-    from supir.conditioning import load_sdxl
-    from supir.model import SupirUNet
-
-    checkpoint = Path(checkpoint)
-    if not (checkpoint / "adaptor_config.json").exists():
-        raise ConfigError(f"{checkpoint} holds no adaptor (adaptor_config.json): give a checkpoint folder")
-    if pretrained is None:
-        state_file = checkpoint / STATE_FILE
-        if not state_file.exists():
-            raise ConfigError(f"{checkpoint} does not say which SDXL it was trained on: pass --pretrained")
-        pretrained = json.loads(state_file.read_text())["config"]["model"]["pretrained"]
-    parts = load_sdxl(pretrained, device=device, dtype=dtype)
-    return parts, SupirUNet.from_pretrained(parts.unet, checkpoint).eval()
+@torch.no_grad()
+def caption_cleaned(captioner, parts, hint_encoder, path: Path, upscale: float, short_side: int = 512) -> str:
+    """The release's caption: LLaVA on D(E_dr(x_LQ)) at a short side of 512 (multiple of 64)."""
+    (w, h), _ = working_size(*image_size(path), upscale, RELEASED_SIZE, 64)
+    (w, h), _ = working_size(w, h, short_side / min(w, h), 0, 64)
+    lq = load_lq(path, (w, h)).to(next(parts.vae.parameters()).device)
+    z = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq, sample=False)
+    return captioner([to_pil(decode_latents(parts.vae, z)[0])])[0]
 
 
-def _load_image(path: Path, upscale: float) -> tuple[torch.Tensor, tuple[int, int]]:
-    try:
-        image = Image.open(path).convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for unreadable files
-        raise InputImageError(f"cannot read {path}: {exc}") from exc
-    w, h = image.size
-    out = (round(w * upscale), round(h * upscale))
-    # The network works on multiples of 8 pixels (one latent cell); resize back at the end.
-    work = (max(64, round(out[0] / 8) * 8), max(64, round(out[1] / 8) * 8))
-    array = np.asarray(image.resize(work, Image.BICUBIC), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None], out
+def settings_from_args(args) -> RestoreSettings:
+    """The chosen preset with every flag the user gave applied on top."""
+    base = SETTINGS[args.settings]
+    sampler_overrides = {
+        k: getattr(args, k)
+        for k in ("steps", "cfg_scale", "cfg_scale_start", "s_churn", "s_noise", "control_scale")
+        if getattr(args, k) is not None
+    }
+    if args.tau_r is not None:  # ≤ 0 switches guidance off, as the release's s_stage1 = -1
+        sampler_overrides["tau_r"] = args.tau_r if args.tau_r > 0 else None
+    overrides = {
+        k: getattr(args, k) for k in ("min_size", "negative", "seed") if getattr(args, k) is not None
+    }
+    if args.color_fix is not None:
+        overrides["color_fix"] = None if args.color_fix == "none" else args.color_fix
+    sampler = dataclasses.replace(base.sampler, **sampler_overrides)
+    return dataclasses.replace(base, sampler=sampler, **overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m supir.restore", description=__doc__.split("\n")[0])
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--pretrained", default=None, help="SDXL folder/hub id (default: the one trained on)")
-    p.add_argument("--prompt", default="", help="image description; the positive prompt is appended")
-    p.add_argument("--negative", default="paper", choices=sorted(NEGATIVE_PROMPTS))
-    p.add_argument("--upscale", type=float, default=1.0)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--cfg-scale", type=float, default=7.5)
     p.add_argument(
-        "--cfg-scale-min", type=float, default=None, help="λ linear in σ: --cfg-scale at σ_T, this at 0"
+        "--settings", default="paper", choices=sorted(SETTINGS), help="paper recipe or released defaults"
     )
-    p.add_argument("--tau-r", type=float, default=4.0)
-    p.add_argument("--s-churn", type=float, default=0.0)
-    p.add_argument("--s-noise", type=float, default=1.0)
-    p.add_argument("--control-scale", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--robust-encoder", type=Path, default=None, help="E_dr folder (default: the checkpoint's)"
+    )
+    p.add_argument("--prompt", default="", help="image description; the positive prompt is appended")
+    p.add_argument("--caption-model", default=None, help="LLaVA folder: caption the E_dr-cleaned image")
+    p.add_argument("--caption-max-tokens", type=int, default=512)
+    p.add_argument("--caption-size", type=int, default=512, help="short side LLaVA's image is cleaned at")
+    p.add_argument("--negative", default=None, choices=sorted(NEGATIVE_PROMPTS))
+    p.add_argument("--upscale", type=float, default=1.0)
+    p.add_argument("--min-size", type=int, default=None, help="raise the short side to this (release: 1024)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--cfg-scale", type=float, default=None, help="paper's λ (released s = λ + 1), at σ → 0")
+    p.add_argument("--cfg-scale-start", type=float, default=None, help="λ at σ_max: λ linear in σ̂")
+    p.add_argument("--tau-r", type=float, default=None, help="restoration guidance exponent; ≤ 0: off")
+    p.add_argument("--s-churn", type=float, default=None)
+    p.add_argument("--s-noise", type=float, default=None)
+    p.add_argument("--control-scale", type=float, default=None)
+    p.add_argument("--color-fix", default=None, choices=["wavelet", "adain", "none"])
+    p.add_argument("--tile-size", type=int, default=0, help="UNet tile in pixels (0: whole image)")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--dtype",
@@ -152,53 +223,70 @@ def main(argv: list[str] | None = None) -> int:
         help="frozen SDXL weights (auto: bfloat16 on CUDA, float16 on GPUs without bf16, float32 on CPU); "
         "the VAE stays float32",
     )
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        if args.input.is_dir():
-            inputs = sorted(f for f in args.input.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif args.input.exists():
-            inputs = [args.input]
-        else:
-            raise ConfigError(f"input {args.input} does not exist")
-        if not inputs:
-            raise ConfigError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.input}")
-        dtype = args.dtype
-        if dtype == "auto":
-            cuda = args.device.startswith("cuda")
-            dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32"
-        parts, model = load_restorer(args.checkpoint, args.pretrained, args.device, getattr(torch, dtype))
-        sampler = SamplerConfig(
-            steps=args.steps,
-            cfg_scale=args.cfg_scale,
-            cfg_scale_min=args.cfg_scale_min,
-            tau_r=args.tau_r,
-            s_churn=args.s_churn,
-            s_noise=args.s_noise,
-            control_scale=args.control_scale,
+    return p
+
+
+def list_inputs(path: Path) -> list[Path]:
+    if path.is_dir():
+        inputs = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.exists():
+        inputs = [path]
+    else:
+        raise ConfigError(f"input {path} does not exist")
+    if not inputs:
+        raise ConfigError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
+    return inputs
+
+
+def run(args) -> int:
+    inputs = list_inputs(args.input)
+    settings = settings_from_args(args)
+    dtype = args.dtype
+    if dtype == "auto":
+        cuda = args.device.startswith("cuda")
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32"
+    parts, model, hint_encoder, source = load_restorer(
+        args.checkpoint, args.pretrained, args.device, getattr(torch, dtype), args.robust_encoder
+    )
+    print(f"hint encoder: {source}")
+    captioner = None
+    if args.caption_model:
+        from supir.captioning import LlavaCaptioner
+
+        captioner = LlavaCaptioner(
+            args.caption_model, args.device, getattr(torch, dtype), args.caption_max_tokens
         )
-        prompt = training_prompt(args.prompt, is_negative=False) if args.prompt else POSITIVE_PROMPT
-        args.output.mkdir(parents=True, exist_ok=True)
-        for path in inputs:
-            lq, out_size = _load_image(path, args.upscale)
-            if max(lq.shape[-2:]) > TILED_VAE_ABOVE:
-                parts.vae.enable_tiling()
-            else:
-                parts.vae.disable_tiling()
-            generator = torch.Generator().manual_seed(args.seed)
-            restored = restore_batch(
-                model, parts, lq, [prompt], sampler, NEGATIVE_PROMPTS[args.negative], generator
-            )
-            array = ((restored[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255)
-            image = Image.fromarray(array.astype(np.uint8)).resize(out_size, Image.BICUBIC)
-            image.save(args.output / f"{path.stem}.png")
-            print(f"{path} -> {args.output / (path.stem + '.png')}")
-    except SupirDataError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    tile = args.tile_size // parts.vae_scale_factor if args.tile_size else None
+    for path in inputs:
+        work, out_size = working_size(
+            *image_size(path), args.upscale, settings.min_size, settings.size_multiple
+        )
+        caption = args.prompt
+        if captioner is not None:
+            caption = (
+                caption
+                + " "
+                + caption_cleaned(captioner, parts, hint_encoder, path, args.upscale, args.caption_size)
+            ).strip()
+            print(f"{path}: caption {caption!r}")
+        prompt = f"{caption}{settings.prompt_join}{POSITIVE_PROMPT}" if caption else POSITIVE_PROMPT
+        if max(work) > TILED_VAE_ABOVE:
+            parts.vae.enable_tiling()
+        else:
+            parts.vae.disable_tiling()
+        generator = torch.Generator().manual_seed(settings.seed)
+        restored = restore_batch(
+            model, parts, load_lq(path, work), [prompt], settings.sampler,
+            NEGATIVE_PROMPTS[settings.negative], generator, hint_encoder, settings, tile,
+        )  # fmt: skip
+        to_pil(restored[0]).resize(out_size, Image.BICUBIC).save(args.output / f"{path.stem}.png")
+        print(f"{path} -> {args.output / (path.stem + '.png')}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def test_churn_is_seeded():
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
-def test_linear_cfg_schedule_runs_from_lambda_at_sigma_max_to_the_minimum():
+def test_linear_cfg_schedule_runs_from_the_start_lambda_at_sigma_max_to_cfg_scale():
     seen = []
 
     def recording(x, sigma, control_scale):
@@ -136,7 +136,7 @@ def test_linear_cfg_schedule_runs_from_lambda_at_sigma_max_to_the_minimum():
     from supir.sampler import restoration_guided_step
 
     x = torch.ones(1, 4, 2, 2)
-    config = SamplerConfig(steps=10, cfg_scale=7.5, cfg_scale_min=1.0, tau_r=None)
+    config = SamplerConfig(steps=10, cfg_scale=1.0, cfg_scale_start=7.5, tau_r=None)
     sigmas = sampling_sigmas(10).tolist()
     for s, s_next, lam in [(sigmas[0], sigmas[1], 7.5), (sigmas[-2], sigmas[-1], None)]:
         out = restoration_guided_step(recording, x, s, s_next, torch.zeros_like(x), config)
