@@ -3,8 +3,8 @@
 Every parameter count comes from the real modules built on the meta device (no memory, exact); bytes
 follow from the dtypes and the optimiser:
 
-- frozen parts (SDXL UNet, VAE, text encoders, the degradation-robust encoder, and the adaptor itself
-  under LoRA) hold weights only, in ``model.frozen_dtype``;
+- frozen parts (SDXL UNet, text encoders, and the adaptor itself under LoRA) hold weights only, in
+  ``model.frozen_dtype``; the VAE and the degradation-robust encoder stay fp32 (SDXL's VAE overflows in fp16);
 - trainable parts (adaptor or its LoRA, hint conv, connectors) hold fp32 weights, fp32 gradients and
   the optimiser's states (AdamW 8 bytes per parameter, 8-bit AdamW 2; bitsandbytes keeps tensors
   under 4,096 elements at 32 bits). Trainable weights stay fp32 on purpose: they are the master copy
@@ -38,7 +38,7 @@ SMALL_TENSOR = 4096  # bitsandbytes keeps 32-bit states below this many elements
 ACT_GIB_PER_SAMPLE = 0.23  # at 512², gradient checkpointing, UNet + [1, 1, 4] adaptor (H200, batch 32)
 ACT_REFERENCE_PARAMS = 2_567_463_684 + 597_763_520  # the denoiser the estimate was measured on
 NO_CHECKPOINTING_FACTOR = 4.0  # not measured: a deliberate over-estimate without checkpointing
-TRANSIENT_GIB = 1.05  # measured peak minus held bytes at batch 1 on the H200
+TRANSIENT_GIB = 0.90  # measured peak minus held bytes at batch 1 on the H200
 
 SDXL_VAE_CONFIG = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
@@ -167,9 +167,10 @@ def memory_plan(
     else:
         parts.append(_trainable("adaptor", adaptor, optim))
     parts.append(_trainable("connectors", connectors, optim))
-    parts.append(_frozen("vae", _count(vae), frozen_dtype))
+    # The SDXL VAE overflows in fp16, so it (and the robust encoder, a copy of its encoder) stays fp32.
+    parts.append(_frozen("vae", _count(vae), "float32"))
     if robust_encoder:
-        parts.append(_frozen("robust_encoder", _count(vae.encoder) + _count(vae.quant_conv), frozen_dtype))
+        parts.append(_frozen("robust_encoder", _count(vae.encoder) + _count(vae.quant_conv), "float32"))
     for name, model in zip(("text_encoder", "text_encoder_2"), text):
         parts.append(_frozen(name, _count(model), frozen_dtype, "not loaded" if cached_text else "gpu"))
     denoiser = _count(unet) + _count(adaptor)

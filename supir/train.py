@@ -107,7 +107,10 @@ def training_loss(
     gt, lq, factor = prepare_images(batch, resolution, device)
     z = encode_images(parts.vae, gt, generator=generator, sample=True)
     z_lq = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq, sample=False)
-    embeds, pooled = encode_prompts(parts, list(batch["txt"]))
+    if "prompt_embeds" in batch:  # cached text conditioning (supir/text_cache.py): no text encoders needed
+        embeds, pooled = batch["prompt_embeds"].to(device).float(), batch["pooled_embeds"].to(device).float()
+    else:
+        embeds, pooled = encode_prompts(parts, list(batch["txt"]))
     time_ids = sdxl_time_ids(
         (batch["original_size"].float() * factor).round(),
         (batch["crop_top_left"].float() * factor).round(),
