@@ -65,8 +65,9 @@ def test_cached_training_loss_equals_the_live_one(parts):
         again = training_loss(model, parts, cached, torch.Generator().manual_seed(5)).item()
         other = dict(cached, prompt_embeds=torch.zeros_like(embeds), pooled_embeds=torch.zeros_like(pooled))
         unconditional = training_loss(model, parts, other, torch.Generator().manual_seed(5)).item()
-    assert again == pytest.approx(live, rel=1e-3)
-    assert abs(unconditional - live) > 1e-3 * live  # the loss does depend on the text conditioning
+    assert again == pytest.approx(live, rel=1e-4)
+    # The text moves the loss of this tiny random model only a little; float16 storage moves it far less.
+    assert abs(again - live) < 0.05 * abs(unconditional - live)
 
 
 def _tiny_model(parts):
