@@ -17,14 +17,13 @@ saves, exports to the release layout and loads anywhere without peft.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from schemas.errors import ConfigError
+from supir.train_config import LoraSettings
 
 ADAPTER_NAME = "default"
 TARGET_GROUPS = {
@@ -32,20 +31,6 @@ TARGET_GROUPS = {
     "feed_forward": [r"ff\.net\.0\.proj", r"ff\.net\.2", r"proj_in", r"proj_out"],
     "conv": [r"conv1", r"conv2"],
 }
-
-
-@dataclass
-class LoraSettings:
-    """`lora:` in the training config; rank 0 disables LoRA (full fine-tuning)."""
-
-    rank: int = 0
-    alpha: float | None = None  # default: rank (scale 1)
-    targets: list[str] = field(default_factory=lambda: ["attention", "feed_forward"])
-    dropout: float = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return self.rank > 0
 
 
 def _target_regex(targets: list[str]) -> str:

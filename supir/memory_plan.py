@@ -29,9 +29,10 @@ from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from supir.adaptor import AdaptorConfig, SupirAdaptor
-from supir.lora import LoraSettings, _target_regex
+from supir.lora import _target_regex
 from supir.model import SDXL_UNET_CONFIG, ConnectorsConfig, SupirConnectors
 from supir.optim import STATE_BYTES
+from supir.train_config import LoraSettings, TrainConfig, load_config
 
 GIB = 1024**3
 SMALL_TENSOR = 4096  # bitsandbytes keeps 32-bit states below this many elements
@@ -180,23 +181,33 @@ def memory_plan(
     return MemoryPlan(parts, int(act * GIB), int(TRANSIENT_GIB * GIB))
 
 
-def plan_for_config(config) -> MemoryPlan:
-    """The plan of a `TrainConfig` (real SDXL shapes: the plan is about the GPU the config targets)."""
+def plan_for_config(config: TrainConfig) -> MemoryPlan:
+    """The plan of a training config at real SDXL shapes (the plan is about the GPU the config targets)."""
     model, data = config.model, config.data
     return memory_plan(
         adaptor_depth=tuple(model.adaptor_depth),
         batch_size=data.batch_size,
         resolution=data.resolution or data.crop_size,
         frozen_dtype=model.frozen_dtype,
-        optim=getattr(config.optim, "name", "adamw"),
-        lora=getattr(config, "lora", None),
-        cached_text=getattr(data, "cached_text", False),
-        robust_encoder=bool(model.robust_encoder) or bool(getattr(model, "init_from", None)),
+        optim=config.optim.name,
+        lora=config.lora,
+        cached_text=data.cached_text,
+        robust_encoder=bool(model.robust_encoder or getattr(config, "init_from", None)),
         gradient_checkpointing=model.gradient_checkpointing,
     )
 
 
-def print_plan(config, out=sys.stdout) -> MemoryPlan:
-    plan = plan_for_config(config)
-    print(plan.table(), file=out)
-    return plan
+def main(argv: list[str] | None = None) -> int:
+    """`python -m supir.memory_plan --config X [key=value ...]` (also `python -m supir.train ... --plan`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m supir.memory_plan", description=main.__doc__)
+    parser.add_argument("--config", default=None, help="training YAML")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    args = parser.parse_args(argv)
+    print(plan_for_config(load_config(args.config, args.overrides)).table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -84,3 +84,16 @@ def test_presets_fit_their_cards():
     assert lora.trainable_params < full.trainable_params / 5
     # Without the savings the same model does not fit 24 GB: the plan is what tells the user.
     assert memory_plan(adaptor_depth=(1, 2, 10)).peak / GIB > 24
+
+
+@pytest.mark.parametrize(
+    "preset, target", [("finetune-v0q-24gb.yaml", 22), ("finetune-v0q-lora-16gb.yaml", 14)]
+)
+def test_preset_configs_plan_under_their_targets(preset, target, capsys):
+    from supir.memory_plan import main
+
+    assert main(["--config", f"supir/configs/{preset}"]) == 0
+    out = capsys.readouterr().out
+    peak = float(out.split("expected peak (torch.cuda.max_memory_allocated): ")[1].split(" GiB")[0])
+    assert 0 < peak < target
+    assert "not loaded" in out  # cached text: no text encoders on the GPU
