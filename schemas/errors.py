@@ -22,3 +22,7 @@ class MissingWeightsError(SupirDataError):
 
 class InputImageError(SupirDataError):
     """An image cannot be used (too small, unsupported mode...); the message says why."""
+
+
+class CheckpointError(SupirDataError):
+    """A checkpoint cannot be imported or exported (missing/unknown/misshapen keys, unsafe pickle...)."""

@@ -1,7 +1,9 @@
 """Training checkpoints: trainable weights (safetensors), optimizer state, step and data position.
 
 Layout: ``OUTPUT/checkpoints/step-000500/`` holding the adaptor and connector folders' files
-(`SupirUNet.save_trainable`), ``optimizer.pt`` and ``trainer_state.json``. A checkpoint is written to a
+(`SupirUNet.save_trainable`), ``optimizer.pt``, ``trainer_state.json`` and, when the run encodes the LQ
+hint with a robust encoder E_dr (imported from a release or trained by supir.robust_encoder),
+``robust_encoder.safetensors``, so that export and restoration find it with the weights. A checkpoint is written to a
 temporary folder and renamed, so a crash never leaves a half-written one that `latest` would pick.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from schemas.errors import ConfigError
+from schemas.errors import CheckpointError, ConfigError
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -30,12 +32,14 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(output_dir, step: int, model, optimizer, state: dict) -> Path:
+def save_checkpoint(output_dir, step: int, model, optimizer, state: dict, robust_encoder=None) -> Path:
     """Write checkpoint `step` atomically; `state` is JSON (step, data position, config...)."""
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_trainable(tmp)
+    if robust_encoder is not None:
+        robust_encoder.save_pretrained(tmp)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
     if final.exists():
@@ -60,3 +64,47 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> dict:
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location=device, weights_only=True))
     return json.loads((path / STATE_FILE).read_text())
+
+
+def load_init(source: str | Path, model, vae, depth=None):
+    """Load `init_from` weights into `model`'s adaptor and connectors; returns E_dr or None.
+
+    `source`: a released SUPIR checkpoint file (supir.convert) or one of our checkpoint folders
+    (adaptor + connectors files, and ``robust_encoder.safetensors`` when it has one).
+    """
+    from supir.robust_encoder import WEIGHTS, RobustEncoder
+
+    source = Path(source)
+    device = next(model.adaptor.parameters()).device
+    if source.is_dir():
+        import json as _json
+
+        from safetensors.torch import load_file
+
+        from supir.adaptor import ADAPTOR_CONFIG, ADAPTOR_WEIGHTS
+        from supir.model import CONNECTORS_WEIGHTS
+
+        if not (source / ADAPTOR_WEIGHTS).exists():
+            raise CheckpointError(f"init_from {source}: no {ADAPTOR_WEIGHTS} (not a supir checkpoint folder)")
+        saved = _json.loads((source / ADAPTOR_CONFIG).read_text())["transformer_layers_per_block"]
+        if depth is not None and list(saved) != list(depth):
+            raise CheckpointError(
+                f"init_from {source} has adaptor depth {saved}, the configuration asks for {list(depth)}: "
+                f"set model.adaptor_depth={saved}"
+            )
+        adaptor = load_file(source / ADAPTOR_WEIGHTS, device=str(device))
+        connectors = load_file(source / CONNECTORS_WEIGHTS, device=str(device))
+        robust = RobustEncoder.from_pretrained(source, vae) if (source / WEIGHTS).exists() else None
+    else:
+        from supir.convert import import_release
+
+        imported = import_release(source, model.unet, vae, depth, device=device)
+        adaptor = imported.model.adaptor.state_dict()
+        connectors = imported.model.connectors.state_dict()
+        robust = imported.robust_encoder
+    try:
+        model.adaptor.load_state_dict(adaptor)
+        model.connectors.load_state_dict(connectors)
+    except RuntimeError as exc:
+        raise CheckpointError(f"init_from {source} does not fit the configured model: {exc}") from None
+    return robust

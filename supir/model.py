@@ -3,8 +3,9 @@
 The frozen UNet's encoder and middle block run as usual (no gradients needed: nothing trainable is
 upstream of them). Its decoder is walked block by block so that every skip connection passes through a
 ZeroSFT connector fed by the matching adaptor feature, the middle block's output passes through one
-too, and (optionally) a ZeroCrossAttn connector sits before each upsampler. At initialisation every
-connector is the identity, so the output equals the frozen UNet's exactly.
+too, and (optionally) a ZeroCrossAttn connector sits before each upsampler. The connectors take the
+released form (supir.zero_sft), so the untrained model is not SDXL; with ``residual=True`` every
+connector starts as the identity and the output equals the frozen UNet's exactly.
 
 Checkpoints hold the trainable parts only (adaptor + connectors, safetensors + JSON configs); the
 SDXL weights are loaded from their own diffusers folder or hub id.
@@ -86,10 +87,12 @@ class ConnectorsConfig:
     decoder_channels: list[int] = field(default_factory=list)  # decoder input meeting that skip
     mid_channels: int = 0
     cross_attn: dict[str, list[int]] = field(default_factory=dict)  # up block -> [control ch, query ch]
-    residual: bool = True  # identity-at-init ZeroSFT (see supir.zero_sft)
+    residual: bool = False  # True: identity-at-init connectors, not the release's form (see supir.zero_sft)
 
     @classmethod
-    def from_unet(cls, unet: UNet2DConditionModel, cross_attn: bool = True) -> ConnectorsConfig:
+    def from_unet(
+        cls, unet: UNet2DConditionModel, cross_attn: bool = True, residual: bool = False
+    ) -> ConnectorsConfig:
         skips = [unet.conv_in.out_channels]
         for block in unet.down_blocks:
             skips += [r.out_channels for r in block.resnets]
@@ -103,7 +106,7 @@ class ConnectorsConfig:
                 decoder[k] = resnet.in_channels - skips[k]
             if block.upsamplers is not None and cross_attn:
                 points[str(i)] = [skips[k], block.resnets[-1].out_channels]
-        return cls(skips, decoder, unet.mid_block.resnets[-1].out_channels, points)
+        return cls(skips, decoder, unet.mid_block.resnets[-1].out_channels, points, residual)
 
 
 class SupirConnectors(nn.Module):
@@ -117,7 +120,9 @@ class SupirConnectors(nn.Module):
             for s, d in zip(config.skip_channels, config.decoder_channels)
         )
         self.mid = ZeroSFT(config.mid_channels, config.mid_channels, 0, residual=config.residual)
-        self.cross_attn = nn.ModuleDict({i: ZeroCrossAttn(c, q) for i, (c, q) in config.cross_attn.items()})
+        self.cross_attn = nn.ModuleDict(
+            {i: ZeroCrossAttn(c, q, zero_out=config.residual) for i, (c, q) in config.cross_attn.items()}
+        )
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -148,9 +153,11 @@ class SupirUNet(nn.Module):
         self.gradient_checkpointing = False
 
     @classmethod
-    def from_unet(cls, unet, transformer_layers_per_block=(1, 1, 4), cross_attn=True) -> SupirUNet:
+    def from_unet(
+        cls, unet, transformer_layers_per_block=(1, 1, 4), cross_attn=True, residual=False
+    ) -> SupirUNet:
         adaptor = SupirAdaptor.from_unet(unet, transformer_layers_per_block)
-        connectors = SupirConnectors(ConnectorsConfig.from_unet(unet, cross_attn))
+        connectors = SupirConnectors(ConnectorsConfig.from_unet(unet, cross_attn, residual))
         return cls(unet, adaptor, connectors.to(next(unet.parameters()).device))
 
     @classmethod

@@ -24,7 +24,8 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from schemas.errors import SupirDataError
+from schemas.errors import ConfigError, SupirDataError
+from supir.batches import DataStream, prepare_images
 
 WEIGHTS = "robust_encoder.safetensors"
 CONFIG = "robust_encoder_config.json"
@@ -36,19 +37,30 @@ class _Encoded:
 
 
 class RobustEncoder(nn.Module):
-    """Encoder + quant_conv copied from an `AutoencoderKL`; `encode` behaves like the VAE's."""
+    """A trainable copy of an `AutoencoderKL`'s encoder; `encode` behaves like the VAE's.
+
+    As in the release (`first_stage_model.denoise_encoder`), only the encoder is copied: the moments
+    go through the VAE's own, frozen `quant_conv`, which is not part of this module's parameters or
+    state dict. Public API (used by the trainer, the sampler and supir.convert; kept stable):
+    `encode(images) -> .latent_dist`, `latents(images)`, `config` (the VAE's), `save_pretrained`,
+    `from_pretrained(directory, vae)`, `load_state_dict` of the encoder's keys (``encoder.*``).
+    """
 
     def __init__(self, vae):
         super().__init__()
         self.encoder = copy.deepcopy(vae.encoder).float().requires_grad_(True)
-        quant = getattr(vae, "quant_conv", None)
-        self.quant_conv = copy.deepcopy(quant).float().requires_grad_(True) if quant is not None else None
+        self._vae = (vae,)  # a tuple: the VAE (and its quant_conv) is shared, not a submodule
         self.config = vae.config  # scaling factor etc., as encode_images expects
+
+    @property
+    def quant_conv(self) -> nn.Module | None:
+        return getattr(self._vae[0], "quant_conv", None)
 
     def encode(self, images: torch.Tensor) -> _Encoded:
         moments = self.encoder(images.float())
-        if self.quant_conv is not None:
-            moments = self.quant_conv(moments)
+        quant = self.quant_conv
+        if quant is not None:
+            moments = quant(moments.to(quant.weight.dtype)).float()
         return _Encoded(moments)
 
     def latents(self, images: torch.Tensor) -> torch.Tensor:
@@ -65,10 +77,17 @@ class RobustEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, vae) -> RobustEncoder:
-        """The VAE gives the architecture; the weights come from `directory`."""
+        """The VAE gives the architecture (and the shared quant_conv); the weights come from `directory`."""
         encoder = cls(vae)
         device = next(vae.parameters()).device
-        encoder.load_state_dict(load_file(Path(directory) / WEIGHTS, device=str(device)))
+        state = load_file(Path(directory) / WEIGHTS, device=str(device))
+        own = [k for k in state if k.startswith("quant_conv.")]
+        if own:
+            raise ConfigError(
+                f"{directory} holds its own quant_conv ({len(own)} tensors): it was trained before the "
+                "encoder shared the VAE's quant_conv (as released); retrain it with python -m supir.robust_encoder"
+            )
+        encoder.load_state_dict(state)
         return encoder.eval().requires_grad_(False)
 
 
@@ -92,8 +111,6 @@ def train_robust_encoder(
     echo=print,
 ) -> tuple[RobustEncoder, list[float]]:
     """Fine-tune a copy of `vae`'s encoder on (gt, lq) batches; returns it and the per-step losses."""
-    from supir.train import DataStream, prepare_images
-
     vae.requires_grad_(False).eval()
     device = next(vae.parameters()).device
     encoder = RobustEncoder(vae).to(device).train()

@@ -20,17 +20,20 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from schemas.errors import ConfigError, SupirDataError
+from schemas.errors import SupirDataError
 from schemas.runs import derive_seed
-from supir.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from supir.batches import DataStream, make_source, prepare_images, val_source
+from supir.checkpoint import latest_checkpoint, load_checkpoint, load_init, save_checkpoint
 from supir.conditioning import encode_images, encode_prompts, load_sdxl, sdxl_time_ids
 from supir.model import SupirUNet
+from supir.robust_encoder import RobustEncoder
 from supir.sampler import NUM_TRAIN_TIMESTEPS, TRAIN_SIGMAS, append_dims, c_in
 from supir.train_config import TrainConfig, config_to_dict, load_config
 from supir.train_log import RunLog
@@ -70,27 +73,20 @@ def build_model(config: TrainConfig, device: torch.device, rank: int = 0):
         if dist.is_initialized():
             dist.barrier()
     parts = load_sdxl(config.model.pretrained, device=device, dtype=DTYPES[config.model.frozen_dtype])
-    model = SupirUNet.from_unet(parts.unet, config.model.adaptor_depth, config.model.cross_attn_connectors)
-    if config.model.gradient_checkpointing:
+    m = config.model
+    model = SupirUNet.from_unet(parts.unet, m.adaptor_depth, m.cross_attn_connectors, m.residual_connectors)
+    if m.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     hint_encoder = parts.vae
-    if config.model.robust_encoder:
+    if config.init_from:
+        # A released checkpoint or one of ours; its E_dr (if any) becomes the LQ hint encoder.
+        robust = load_init(config.init_from, model, parts.vae, m.adaptor_depth)
+        hint_encoder = robust if robust is not None else hint_encoder
+    if m.robust_encoder:
         from supir.robust_encoder import RobustEncoder
 
-        hint_encoder = RobustEncoder.from_pretrained(config.model.robust_encoder, parts.vae).to(device)
+        hint_encoder = RobustEncoder.from_pretrained(m.robust_encoder, parts.vae).to(device)
     return parts, model, hint_encoder
-
-
-def prepare_images(batch: dict, resolution: int | None, device) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """GT and LQ on `device`, resized to `resolution` if set; returns the resize factor too."""
-    gt, lq = batch["gt"].to(device).float(), batch["lq"].to(device).float()
-    if resolution is None or gt.shape[-1] == resolution:
-        return gt, lq, 1.0
-    factor = resolution / gt.shape[-1]
-    size = (round(gt.shape[-2] * factor), resolution)
-    gt = F.interpolate(gt, size=size, mode="bilinear", antialias=True, align_corners=False)
-    lq = F.interpolate(lq, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return gt, lq, factor
 
 
 def training_loss(
@@ -132,64 +128,138 @@ def training_loss(
     return F.mse_loss(pred.float(), eps)
 
 
-class DataStream:
-    """Endless batches over epochs, with a resumable position (epoch, batches used in that epoch)."""
+@dataclass
+class Run:
+    """Everything one training run holds between steps (built by `start_run`)."""
 
-    def __init__(self, source: Iterable[dict], epoch: int = 0, position: int = 0):
-        self.source, self.epoch, self.position = source, epoch, position
-        self._it = None
-
-    def next(self) -> dict:
-        for _ in range(2):
-            if self._it is None:
-                if hasattr(self.source, "set_epoch"):
-                    self.source.set_epoch(self.epoch)
-                self._it = iter(self.source)
-                for _ in range(self.position):  # fast-forward to where the checkpoint stopped
-                    next(self._it)
-            try:
-                batch = next(self._it)
-                self.position += 1
-                return batch
-            except StopIteration:
-                self._it, self.epoch, self.position = None, self.epoch + 1, 0
-        raise ConfigError("the training data yields no batch (fewer samples than one batch per rank?)")
+    config: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    parts: object
+    model: SupirUNet
+    hint_encoder: object
+    optimizer: torch.optim.Optimizer
+    params: list
+    ddp: torch.nn.parallel.DistributedDataParallel | None
+    stream: DataStream
+    val_batches: Iterable[dict] | None
+    log: RunLog
+    start_step: int = 0
+    last_checkpoint: Path | None = None
 
 
-def make_source(config: TrainConfig, split: str, shards: str | None = None):
-    """The shard reader (supir.reader) for the configured shards."""
-    from supir.reader import ReaderConfig, make_loader
-
-    d = config.data
-    workers = d.num_workers if split == d.split else 0  # val: a few batches, no worker start-up
-    if not (shards or d.shards):
-        raise ConfigError("data.shards is empty: point it at a shard manifest or tar pattern")
-    return make_loader(
-        ReaderConfig(
-            shards=shards or d.shards,
-            split=split,
-            batch_size=d.batch_size,
-            crop_size=d.crop_size,
-            shuffle_buffer=d.shuffle_buffer if split == d.split else 0,
-            resampled=d.resampled and split == d.split,
-            caption_dropout=d.caption_dropout if split == d.split else 0.0,
-            seed=config.seed,
-            num_workers=workers,
-            partial_batches=split != d.split,
+def start_run(config: TrainConfig, batches=None, val_batches=None, echo=print) -> Run:
+    """Build the model and optimizer, resume from a checkpoint when there is one, open the data."""
+    rank, world, local_rank = init_distributed(config.dist_backend)
+    device = resolve_device(config.device, local_rank)
+    torch.manual_seed(config.seed)
+    parts, model, hint_encoder = build_model(config, device, rank)
+    params = model.trainable_parameters()
+    o = config.optim
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    start_step, epoch, position = resume(config, model, optimizer, echo)
+    ddp = None
+    if world > 1:
+        # Only adaptor and connector parameters require gradients, so only they are all-reduced.
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    )
+    source = batches if batches is not None else make_source(config, config.data.split)
+    if start_step and config.data.resampled and batches is None:
+        # A resampled stream is endless: instead of replaying `position` batches, continue with a fresh
+        # deterministic shard/sample order seeded by the resume step.
+        epoch, position = start_step, 0
+    if val_batches is None and config.val.every and rank == 0:
+        val_batches = val_source(config)
+    log = RunLog(config.output_dir, enabled=rank == 0)
+    stream = DataStream(source, epoch, position)
+    return Run(
+        config, rank, world, device, parts, model, hint_encoder, optimizer, params, ddp, stream,
+        val_batches, log, start_step,
+    )  # fmt: skip
 
 
-def _val_source(config: TrainConfig):
-    d = config.data
-    if d.val_shards:
-        return make_source(config, d.val_split, d.val_shards)
-    if d.shards.endswith(".manifest.json"):
-        try:
-            return make_source(config, d.val_split)
-        except ConfigError:
-            return None
-    return None
+def resume(config: TrainConfig, model, optimizer, echo=print) -> tuple[int, int, int]:
+    """(step, epoch, position) of the checkpoint `config.resume` names (0, 0, 0 when none)."""
+    path = latest_checkpoint(config.output_dir) if config.resume == "auto" else config.resume
+    if not path:
+        return 0, 0, 0
+    state = load_checkpoint(path, model, optimizer)
+    echo(f"resumed from {path} at step {state['step']}")
+    if state["step"] >= config.steps:
+        echo(
+            f"nothing to do: already at step {state['step']} of {config.steps} (raise steps= or use a new output_dir)"
+        )
+    return state["step"], state["epoch"], state["position"]
+
+
+def train_step(run: Run, step: int) -> tuple[float, float]:
+    """One optimizer step over `grad_accum` micro-batches; returns (mean loss over ranks, lr)."""
+    config, optimizer = run.config, run.optimizer
+    warmup = config.optim.warmup_steps
+    lr = config.optim.lr * min(1.0, (step + 1) / warmup) if warmup else config.optim.lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    accum, bf16 = config.optim.grad_accum, config.mixed_precision == "bf16"
+    total = torch.zeros((), device=run.device)
+    for micro in range(accum):
+        batch = run.stream.next()
+        seed = derive_seed(config.seed, f"step{step}:rank{run.rank}:micro{micro}")
+        generator = torch.Generator().manual_seed(seed)
+        last = micro == accum - 1
+        sync = run.ddp.no_sync() if run.ddp is not None and not last else contextlib.nullcontext()
+        with sync:
+            loss = training_loss(
+                run.ddp or run.model,
+                run.parts,
+                batch,
+                generator,
+                run.hint_encoder,
+                config.data.resolution,
+                bf16,
+            )
+            (loss / accum).backward()
+        total += loss.detach() / accum
+    if config.optim.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(run.params, config.optim.max_grad_norm)
+    optimizer.step()
+    if run.world > 1:
+        dist.all_reduce(total)
+        total /= run.world
+    return float(total), lr
+
+
+def checkpoint_if_due(run: Run, done: int) -> None:
+    """Every `checkpoint_every` steps and at the end; E_dr goes with it when the run uses one."""
+    config = run.config
+    if not ((config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.steps):
+        return
+    if run.rank == 0:
+        state = {"epoch": run.stream.epoch, "position": run.stream.position, "config": config_to_dict(config)}
+        robust = run.hint_encoder if isinstance(run.hint_encoder, RobustEncoder) else None
+        run.last_checkpoint = save_checkpoint(
+            config.output_dir, done, run.model, run.optimizer, state, robust_encoder=robust
+        )
+    if run.world > 1:
+        dist.barrier()
+
+
+def validate_if_due(run: Run, done: int, echo=print) -> None:
+    config = run.config
+    if not (config.val.every and run.val_batches is not None):
+        return
+    if done % config.val.every and done != config.steps:
+        return
+    if run.rank == 0:
+        from supir.validation import validate
+
+        metrics = validate(run.model, run.parts, run.val_batches, config, run.hint_encoder)
+        run.log.scalars(done, {f"val/{k}": v for k, v in metrics.items()})
+        echo(f"step {done:6d}  validation " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if run.world > 1:
+        dist.barrier()
 
 
 def train(
@@ -199,110 +269,27 @@ def train(
     echo=print,
 ) -> dict:
     """Run training; returns {"losses": per-step losses, "step", "checkpoint": last path, "model"}."""
-    rank, world, local_rank = init_distributed(config.dist_backend)
-    device = resolve_device(config.device, local_rank)
-    torch.manual_seed(config.seed)
-    parts, model, hint_encoder = build_model(config, device, rank)
-    params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.optim.lr,
-        betas=(config.optim.beta1, config.optim.beta2),
-        weight_decay=config.optim.weight_decay,
-    )
-    start_step, epoch, position = 0, 0, 0
-    resume = latest_checkpoint(config.output_dir) if config.resume == "auto" else config.resume
-    if resume:
-        state = load_checkpoint(resume, model, optimizer)
-        start_step, epoch, position = state["step"], state["epoch"], state["position"]
-        echo(f"resumed from {resume} at step {start_step}")
-        if start_step >= config.steps:
-            echo(
-                f"nothing to do: already at step {start_step} of {config.steps} (raise steps= or use a new output_dir)"
-            )
-    ddp = None
-    if world > 1:
-        # Only adaptor and connector parameters require gradients, so only they are all-reduced.
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    forward = ddp or model
-    source = batches if batches is not None else make_source(config, config.data.split)
-    if resume and config.data.resampled and batches is None:
-        # A resampled stream is endless: instead of replaying `position` batches, continue with a fresh
-        # deterministic shard/sample order seeded by the resume step.
-        epoch, position = start_step, 0
-    stream = DataStream(source, epoch, position)
-    if val_batches is None and config.val.every and rank == 0:
-        val_batches = _val_source(config)
-    log = RunLog(config.output_dir, enabled=rank == 0)
-    bf16 = config.mixed_precision == "bf16"
-    accum = config.optim.grad_accum
-    losses, last_ckpt, step = [], None, start_step
-    model.train()
-    for step in range(start_step, config.steps):
+    run = start_run(config, batches, val_batches, echo)
+    losses = []
+    run.model.train()
+    for step in range(run.start_step, config.steps):
         tic = time.perf_counter()
-        lr = (
-            config.optim.lr * min(1.0, (step + 1) / config.optim.warmup_steps)
-            if config.optim.warmup_steps
-            else config.optim.lr
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=device)
-        for micro in range(accum):
-            batch = stream.next()
-            generator = torch.Generator().manual_seed(
-                derive_seed(config.seed, f"step{step}:rank{rank}:micro{micro}")
-            )
-            sync = ddp.no_sync() if ddp is not None and micro < accum - 1 else contextlib.nullcontext()
-            with sync:
-                loss = training_loss(
-                    forward, parts, batch, generator, hint_encoder, config.data.resolution, bf16
-                )
-                (loss / accum).backward()
-            total += loss.detach() / accum
-        if config.optim.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm)
-        optimizer.step()
-        if world > 1:
-            dist.all_reduce(total)
-            total /= world
-        losses.append(float(total))
-        done = step + 1
-        seconds = time.perf_counter() - tic
-        log.scalars(done, {"loss": losses[-1], "lr": lr, "seconds_per_step": seconds})
-        if rank == 0 and (done % config.log_every == 0 or done == config.steps or done == start_step + 1):
-            echo(f"step {done:6d}  loss {losses[-1]:.4f}  lr {lr:.2e}  {seconds:.2f}s/step")
-        final = done == config.steps
-        if (config.checkpoint_every and done % config.checkpoint_every == 0) or final:
-            if rank == 0:
-                last_ckpt = save_checkpoint(
-                    config.output_dir,
-                    done,
-                    model,
-                    optimizer,
-                    {"epoch": stream.epoch, "position": stream.position, "config": config_to_dict(config)},
-                )
-            if world > 1:
-                dist.barrier()
-        if config.val.every and val_batches is not None and (done % config.val.every == 0 or final):
-            if rank == 0:
-                from supir.validation import validate
-
-                metrics = validate(model, parts, val_batches, config, hint_encoder)
-                log.scalars(done, {f"val/{k}": v for k, v in metrics.items()})
-                echo(f"step {done:6d}  validation " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            if world > 1:
-                dist.barrier()
-    log.close()
+        loss, lr = train_step(run, step)
+        losses.append(loss)
+        done, seconds = step + 1, time.perf_counter() - tic
+        run.log.scalars(done, {"loss": loss, "lr": lr, "seconds_per_step": seconds})
+        if run.rank == 0 and (done % config.log_every == 0 or done in (config.steps, run.start_step + 1)):
+            echo(f"step {done:6d}  loss {loss:.4f}  lr {lr:.2e}  {seconds:.2f}s/step")
+        checkpoint_if_due(run, done)
+        validate_if_due(run, done, echo)
+    run.log.close()
     return {
         "losses": losses,
-        "step": step + 1 if config.steps > start_step else start_step,
-        "checkpoint": last_ckpt,
-        "model": model,
-        "rank": rank,
+        "step": max(config.steps, run.start_step),
+        "checkpoint": run.last_checkpoint,
+        "model": run.model,
+        "hint_encoder": run.hint_encoder,
+        "rank": run.rank,
     }
 
 

@@ -17,6 +17,7 @@ class ModelConfig:
     build_tiny: bool = False  # CPU demo/tests: build a tiny random SDXL at `pretrained` if it is missing
     adaptor_depth: list[int] = field(default_factory=lambda: [1, 1, 4])  # transformer depth per level
     cross_attn_connectors: bool = True
+    residual_connectors: bool = False  # identity-at-init connectors; not the release's form, not exportable
     robust_encoder: str | None = None  # folder from `python -m supir.robust_encoder`; None: SDXL's VAE
     gradient_checkpointing: bool = False
     frozen_dtype: str = "float32"  # dtype of the frozen UNet/text encoders ("bfloat16" on GPUs)
@@ -87,6 +88,9 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500  # 0: only at the end
     resume: str | None = "auto"  # "auto": latest checkpoint in output_dir; a path; None: start fresh
+    # Weights to start from (before any resume): a released SUPIR .ckpt/.safetensors (its E_dr becomes
+    # the LQ hint encoder) or one of our checkpoint folders. None: the adaptor copies SDXL's encoder.
+    init_from: str | None = None
     device: str = "auto"  # "auto": this rank's CUDA device if any, else CPU
     dist_backend: str = "auto"  # under torchrun: "auto" = nccl with CUDA, else gloo; or "nccl" / "gloo"
 

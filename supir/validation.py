@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from schemas.runs import derive_seed
+from supir.batches import prepare_images
 from supir.prompts import NEGATIVE_PROMPTS
 from supir.sampler import SamplerConfig
 
@@ -74,7 +75,6 @@ def _lpips_metric(device):
 def validate(model, parts, val_batches, config, hint_encoder=None) -> dict[str, float]:
     """Mean PSNR / SSIM (/ LPIPS) of restorations of the first `config.val.batches` val batches."""
     from supir.restore import restore_batch
-    from supir.train import prepare_images
 
     was_training = model.training
     model.eval()

@@ -4,14 +4,16 @@ ZeroSFT = zero convolution + spatial feature transform (SFT) + group normalisati
 untouched decoder input by a control scale. ZeroCrossAttn lets the decoder attend to the control
 feature at the two upsampling points.
 
-One deliberate difference from the released reference code: there, the SFT branch is
-``GN(h)·(1+γ)+β``, so at initialisation (γ=β=0) every skip connection is replaced by its group
-normalisation and the model does NOT start as SDXL. Here the SFT is written as a residual,
-``h + GN(h)·γ + β``: identical parameters and identical capacity, but with γ, β and the zero
-convolution at zero the connector is exactly the identity, so the untrained model reproduces the
-frozen SDXL UNet bit for bit (the ControlNet property the paper relies on). Set ``residual=False`` to
-get the reference form. Likewise the reference leaves ZeroCrossAttn's output projection random (its
-zero initialisation is commented out); we zero it, as the name says.
+Both follow the released SUPIR code (`SUPIR/modules/SUPIR_v0.py`), so released weights run here
+and weights trained here export back (supir.convert): the SFT branch is ``GN(h)·(1+γ)+β`` and
+ZeroCrossAttn's output projection starts random (its zero initialisation is commented out there).
+At initialisation (γ=β=0) every skip connection is therefore replaced by its group normalisation:
+the untrained model does NOT reproduce SDXL, which is why training starts from the release
+(`init_from:`) or accepts that first stretch.
+
+``residual=True`` keeps the other form behind an option: ``h + GN(h)·γ + β`` with a zeroed
+cross-attention output, the exact identity at initialisation (the ControlNet property), at the same
+parameter count. Its weights mean something else, so they cannot be exported to the release layout.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ class ZeroSFT(nn.Module):
       h_raw = [h_dec, h_skip]                 (what the frozen decoder block would have received)
       h     = [h_dec, h_skip + zero_conv(c)]
       γ, β  = zero_mul(a), zero_add(a)  with  a = SiLU(conv3×3(c))
-      h     = h + GN(h)·γ + β                 (reference: GN(h)·(1+γ) + β, see module docstring)
+      h     = GN(h)·(1+γ) + β                 (residual=True: h + GN(h)·γ + β)
       out   = s·h + (1−s)·h_raw
     After the middle block there is no decoder input: ``h_dec=None`` and h_raw = h_skip.
     """
 
-    def __init__(self, control_channels: int, skip_channels: int, decoder_channels: int = 0, residual=True):
+    def __init__(self, control_channels: int, skip_channels: int, decoder_channels: int = 0, residual=False):
         super().__init__()
         total = skip_channels + decoder_channels
         self.residual = residual
@@ -82,10 +84,11 @@ class ZeroSFT(nn.Module):
 class ZeroCrossAttn(nn.Module):
     """Decoder feature `x` attends to control feature `c` (both group-normalised); residual × scale.
 
-    Heads of 64 channels as in the reference (at least one for tiny test models).
+    Heads of 64 channels as in the release (at least one for tiny test models). The output projection
+    keeps its random initialisation, as released; ``zero_out=True`` zeroes it (identity at init).
     """
 
-    def __init__(self, control_channels: int, query_channels: int):
+    def __init__(self, control_channels: int, query_channels: int, zero_out: bool = False):
         super().__init__()
         heads = max(1, query_channels // 64)
         self.norm_x = group_norm(query_channels)
@@ -98,7 +101,8 @@ class ZeroCrossAttn(nn.Module):
             bias=False,
             out_bias=True,
         )
-        zero_module(self.attn.to_out[0])
+        if zero_out:
+            zero_module(self.attn.to_out[0])
 
     def forward(self, c: torch.Tensor, x: torch.Tensor, control_scale=1.0) -> torch.Tensor:
         b, ch, height, width = x.shape
