@@ -17,15 +17,21 @@ saves, exports to the release layout and loads anywhere without peft.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from schemas.errors import ConfigError
 from supir.train_config import LoraSettings
 
 ADAPTER_NAME = "default"
+HINT_PREFIX = "hint_conv."  # the trained hint conv is stored with the LoRA weights
 TARGET_GROUPS = {
     "attention": [r"to_q", r"to_k", r"to_v", r"to_out\.0"],
     "feed_forward": [r"ff\.net\.0\.proj", r"ff\.net\.2", r"proj_in", r"proj_out"],
@@ -54,13 +60,16 @@ def lora_config(settings: LoraSettings) -> LoraConfig:
     )
 
 
-def add_lora(adaptor: nn.Module, settings: LoraSettings) -> list[nn.Parameter]:
-    """Freeze ``adaptor.core`` and inject LoRA layers into it; returns the new trainable parameters.
+def add_lora(adaptor: nn.Module, settings: LoraSettings, frozen_dtype: torch.dtype | None = None) -> list[nn.Parameter]:
+    """Freeze ``adaptor.core`` (cast to ``frozen_dtype`` when given) and inject LoRA layers into it.
 
-    The hint conv stays trainable (11,840 parameters at SDXL size; zero-initialised, it must learn).
+    Returns the trainable parameters: the LoRA weights (fp32) and the hint conv (11,840 parameters at
+    SDXL size; zero-initialised, it must learn).
     """
     core = adaptor.core
     core.requires_grad_(False)
+    if frozen_dtype is not None:
+        core.to(frozen_dtype)
     inject_adapter_in_model(lora_config(settings), core, adapter_name=ADAPTER_NAME)
     lora_params = [p for n, p in core.named_parameters() if "lora_" in n]
     if not lora_params:
@@ -73,6 +82,28 @@ def add_lora(adaptor: nn.Module, settings: LoraSettings) -> list[nn.Parameter]:
 
 def has_lora(module: nn.Module) -> bool:
     return any(isinstance(m, BaseTunerLayer) for m in module.modules())
+
+
+def save_lora(adaptor: nn.Module, directory) -> None:
+    """LoRA weights, the hint conv and the adaptor's config (its depth); not the adaptor's own weights."""
+    from supir.adaptor import ADAPTOR_CONFIG
+    from supir.checkpoint import LORA_WEIGHTS
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hint = {f"{HINT_PREFIX}{k}": v.detach().contiguous().cpu() for k, v in adaptor.hint_conv.state_dict().items()}
+    save_file(lora_state_dict(adaptor) | hint, directory / LORA_WEIGHTS)
+    (directory / ADAPTOR_CONFIG).write_text(json.dumps(asdict(adaptor.config), indent=2, default=list))
+
+
+def load_lora(adaptor: nn.Module, directory) -> None:
+    from supir.checkpoint import LORA_WEIGHTS
+
+    device = next(adaptor.parameters()).device
+    state = load_file(Path(directory) / LORA_WEIGHTS, device=str(device))
+    hint = {k[len(HINT_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(HINT_PREFIX)}
+    adaptor.hint_conv.load_state_dict(hint)
+    load_lora_state_dict(adaptor, state)
 
 
 def lora_state_dict(adaptor: nn.Module) -> dict[str, torch.Tensor]:
@@ -100,3 +131,52 @@ def merge_lora(adaptor: nn.Module) -> int:
         setattr(parent, child, module.get_base_layer())
         merged += 1
     return merged
+
+
+def merge_checkpoint(checkpoint, config, out) -> Path:
+    """A LoRA training checkpoint -> a plain checkpoint folder (merged adaptor + connectors [+ E_dr]).
+
+    The base weights come from the run's own config (``init_from``, e.g. the released SUPIR-v0Q); the
+    result loads with ``SupirUNet.from_pretrained`` and exports with ``python -m supir.convert export``.
+    """
+    from supir.checkpoint import load_checkpoint
+    from supir.robust_encoder import RobustEncoder
+    from supir.train import build_model
+
+    if not config.lora.enabled:
+        raise ConfigError("merge needs the run's config with its lora: settings (lora.rank > 0)")
+    _, model, hint_encoder = build_model(config, torch.device("cpu"))
+    add_lora(model.adaptor, config.lora)
+    load_checkpoint(checkpoint, model)
+    merge_lora(model.adaptor)
+    out = Path(out)
+    model.save_trainable(out)
+    if isinstance(hint_encoder, RobustEncoder):
+        hint_encoder.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m supir.lora merge CHECKPOINT --config RUN.yaml --out DIR [key=value ...]`."""
+    import argparse
+
+    from supir.train_config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m supir.lora", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge = sub.add_parser("merge", help="fold a LoRA checkpoint into plain adaptor weights")
+    merge.add_argument("checkpoint", type=Path)
+    merge.add_argument("--config", required=True, help="the training YAML of the run")
+    merge.add_argument("--out", required=True, type=Path)
+    parser.epilog = "Trailing section.key=value arguments override the config, as given to the run."
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("-") or "=" not in o]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    out = merge_checkpoint(args.checkpoint, load_config(args.config, overrides), args.out)
+    print(f"merged {args.checkpoint} into {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

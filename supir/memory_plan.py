@@ -9,7 +9,7 @@ follow from the dtypes and the optimiser:
   the optimiser's states (AdamW 8 bytes per parameter, 8-bit AdamW 2; bitsandbytes keeps tensors
   under 4,096 elements at 32 bits). Trainable weights stay fp32 on purpose: they are the master copy
   an lr of 1e-5 needs (a bf16 weight cannot represent most such updates);
-- with ``data.cached_text`` the two CLIP text encoders are not loaded at all;
+- with ``data.cached_text`` the two CLIP text encoders stay on the CPU (validation prompts only);
 - activations are an estimate: per 512² sample with gradient checkpointing, calibrated on one H200
   (SDXL-size model at adaptor depth [1, 1, 4], AdamW, bf16: 17.25 GiB at batch 1, 23.7 GiB at batch 32;
   tests/benchmarks/results/gpu_check*.json), scaled by resolution² and by the denoiser's size. The
@@ -173,7 +173,7 @@ def memory_plan(
     if robust_encoder:
         parts.append(_frozen("robust_encoder", _count(vae.encoder) + _count(vae.quant_conv), "float32"))
     for name, model in zip(("text_encoder", "text_encoder_2"), text):
-        parts.append(_frozen(name, _count(model), frozen_dtype, "not loaded" if cached_text else "gpu"))
+        parts.append(_frozen(name, _count(model), frozen_dtype, "cpu" if cached_text else "gpu"))
     denoiser = _count(unet) + _count(adaptor)
     act = ACT_GIB_PER_SAMPLE * batch_size * (resolution / 512) ** 2 * denoiser / ACT_REFERENCE_PARAMS
     if not gradient_checkpointing:
@@ -192,7 +192,7 @@ def plan_for_config(config: TrainConfig) -> MemoryPlan:
         optim=config.optim.name,
         lora=config.lora,
         cached_text=data.cached_text,
-        robust_encoder=bool(model.robust_encoder or getattr(config, "init_from", None)),
+        robust_encoder=bool(model.robust_encoder or config.init_from),
         gradient_checkpointing=model.gradient_checkpointing,
     )
 

@@ -36,7 +36,7 @@ class DataConfig:
     shuffle_buffer: int = 1000
     resampled: bool = False  # infinite resampling (equal-length ranks in multi-GPU runs)
     num_workers: int = 2
-    cached_text: bool = False  # use the shards' txtemb/txtpool members; the text encoders are not loaded
+    cached_text: bool = False  # use the shards' txtemb/txtpool members; text encoders stay on the CPU
 
 
 @dataclass
