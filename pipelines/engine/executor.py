@@ -10,6 +10,7 @@ retried, so the rows do not depend on batch size or worker count. Model stages r
 Ray restarts after a death; their decoding runs in CPU tasks ahead of them, handed over by reference.
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -64,11 +65,13 @@ def run_stage(stage: Stage, work: list[dict], root: str, run_id: str, plan: Plan
     stats = StageStats(stage.name, run_id, items=len(work))
     if work:
         start = time.monotonic()
-        notes = Path(root) / ".engine" / run_id / stage.name
+        notes = Path(root) / ".engine" / f"{run_id}-{stage.name}"  # what dying workers leave behind
         try:
             _Driver(stage, work, root, run_id, plan, notes, stats).run(show_progress)
         finally:
             shutil.rmtree(notes, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                notes.parent.rmdir()  # when no other run is going on
         stats.seconds = time.monotonic() - start
     if save_stats:
         stats.save(root)

@@ -246,6 +246,7 @@ def row_problem(schema: pa.Schema, row: dict) -> str | None:
 def conforming_rows(stage: Stage, table: str, items: list[dict], rows: list) -> tuple[list, list[tuple]]:
     """Rows ready to write, plus (item, reason, detail) of items that have no writable row."""
     schema = TABLES[table]
+    items, rows = _flatten(items, rows)
     present = [r for r in rows if r is not None]
     if present and _fast_check(schema, present):
         return present, []
@@ -263,6 +264,18 @@ def conforming_rows(stage: Stage, table: str, items: list[dict], rows: list) -> 
         else:
             orphans.append((item, SCHEMA, problem))
     return good, orphans
+
+
+def _flatten(items: list[dict], rows: list) -> tuple[list[dict], list]:
+    """An item may own several rows (long tables: one per metric); pair each row with its item."""
+    if not any(isinstance(r, list) for r in rows):
+        return items, rows
+    flat_items, flat_rows = [], []
+    for item, row in zip(items, rows):
+        for r in row if isinstance(row, list) else [row]:
+            flat_items.append(item)
+            flat_rows.append(r)
+    return flat_items, flat_rows
 
 
 def _fast_check(schema: pa.Schema, rows: list[dict]) -> bool:

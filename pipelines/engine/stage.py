@@ -7,7 +7,8 @@ pool, isolates every item (:mod:`pipelines.engine.isolation`), counts outcomes a
 stats (:mod:`pipelines.engine.stats`). A stage never imports Ray.
 
 Items are plain dicts (one row of the pending-work table); rows are dicts in the stage's lake table
-schema, one per item and in the same order (``None``: this item writes no row). Keys a row holds
+schema, one per item and in the same order (``None``: this item writes no row; a list: several rows,
+as in long tables). Keys a row holds
 beyond the schema (per-sample counters, say) travel back to the driver but are not written.
 """
 

@@ -51,7 +51,7 @@ def prepare_job(stage: Stage, items: list[dict], ctx: JobContext) -> list[dict]:
 def finish_job(stage: Stage, items: list[dict], rows: list, failures: Failures, ctx: JobContext) -> dict:
     """Check rows against the table, write the part (and the failures part), count outcomes."""
     counters: dict[str, int] = {}
-    good = [r for r in rows if r is not None]
+    good = [r for row in rows for r in (row if isinstance(row, list) else [row]) if r is not None]
     if stage.table:
         good, orphans = conforming_rows(stage, stage.table, items, rows)
         failures.extend(orphans)
