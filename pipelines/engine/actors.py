@@ -8,15 +8,15 @@ big parts keep a 20M-row table to thousands of files, not millions. The engine
 """
 
 import hashlib
-import io
 import math
 from dataclasses import dataclass
 
 import click
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pipelines.engine.sources import read_bytes
 from schemas.errors import ConfigError, InputImageError
+from supir.image_io import DEFAULT_MAX_PIXELS, Rejected, open_rgb
 
 # Parts queued per actor: the prefetch that hides decoding behind the model.
 TASKS_IN_FLIGHT_PER_ACTOR = 2
@@ -151,37 +151,19 @@ def part_name(prefix: str, keys) -> str:
 
 
 def load_rgb(path: str, min_side: int | None = None) -> Image.Image:
-    """EXIF-oriented RGB image; with ``min_side``, reduced so its short side is ``min_side``.
+    """EXIF-oriented RGB image by the one rule (`supir.image_io.open_rgb`); with ``min_side``, reduced
+    so its short side is ``min_side``.
 
     JPEGs are reduced inside the decoder (DCT scaling via ``draft``: a 12 MP photo decoded at 1/8
     costs a fraction of a full decode), then finished with a bicubic resize. Never upscales.
     """
     try:
-        img = Image.open(io.BytesIO(read_bytes(path)))
-        if min_side and img.format == "JPEG":
-            w, h = img.size
-            ratio = min_side / min(w, h)
-            if ratio < 1:
-                img.draft("RGB", (math.ceil(w * ratio), math.ceil(h * ratio)))
-        img = ImageOps.exif_transpose(img)
-        if img.mode != "RGB":
-            img = _to_rgb(img)
-        if min_side and min(img.size) > min_side:
-            w, h = img.size
-            ratio = min_side / min(w, h)
-            size = (max(min_side, round(w * ratio)), max(min_side, round(h * ratio)))
-            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        img.load()
-        return img
-    except (OSError, SyntaxError, ValueError) as exc:
+        img = Image.fromarray(open_rgb(read_bytes(path), DEFAULT_MAX_PIXELS, reduce_to=min_side))
+    except (OSError, Rejected) as exc:
         raise InputImageError(f"cannot read {path}: {exc}") from exc
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    # Transparent pixels on white, like ingest's analysis decode.
-    if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img.convert("RGB")
+    if min_side and min(img.size) > min_side:
+        w, h = img.size
+        ratio = min_side / min(w, h)
+        size = (max(min_side, round(w * ratio)), max(min_side, round(h * ratio)))
+        img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return img

@@ -20,9 +20,9 @@ from pipelines.ingest.dedup import phash_luma
 from pipelines.ingest.quality import SIGNALS_VERSION, QualityThresholds, analysis_luma, cheap_signals, judge
 from schemas.runs import config_hash, utc_now
 from schemas.tables import QUALITY_SIGNALS
+from supir.image_io import DEFAULT_MAX_PIXELS
 
 DEFAULT_MIN_SIDE = 1024  # the paper keeps images of at least 1024 px
-DEFAULT_MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
