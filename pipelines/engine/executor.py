@@ -113,17 +113,21 @@ class _Driver:
     def run(self, show_progress: bool) -> None:
         bar = progress(self.stage.name, outcomes="-")
         self.bar, self.task_id = bar, bar.add_task(self.stage.name, total=self.stats.items, outcomes="-")
-        with bar if show_progress else nullcontext():
-            while self.jobs or self.running:
-                while self.jobs and len(self.running) < self.slots:
-                    self._submit(self.jobs.popleft())
-                wait = max(0.0, min(r.deadline for r in self.running.values()) - time.monotonic())
-                ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=wait)
-                for ref in ready:
-                    self._collect(ref)
-                now = time.monotonic()
-                for ref in [ref for ref, r in self.running.items() if r.deadline <= now]:
-                    self._stop(ref)
+        try:
+            with bar if show_progress else nullcontext():
+                while self.jobs or self.running:
+                    while self.jobs and len(self.running) < self.slots:
+                        self._submit(self.jobs.popleft())
+                    wait = max(0.0, min(r.deadline for r in self.running.values()) - time.monotonic())
+                    ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=wait)
+                    for ref in ready:
+                        self._collect(ref)
+                    now = time.monotonic()
+                    for ref in [ref for ref, r in self.running.items() if r.deadline <= now]:
+                        self._stop(ref)
+        finally:
+            for actor in getattr(self, "actors", []):  # free the GPUs for the next stage now
+                self.ray.kill(actor)
 
     # -- submitting -------------------------------------------------------------------------------
     def _context(self) -> JobContext:
