@@ -1,8 +1,8 @@
 """The driver: run a stage's pending items on Ray as tasks or on an actor pool, whatever an item does.
 
-Work is cut into jobs of ``part_items`` items (one job = one Ray call = one part). At most one job
-per free slot is in flight, so a job's clock starts when it is submitted. A job that comes back is
-counted. A job whose worker died (a signal, the watchdog of :class:`~pipelines.engine.isolation.
+Work is cut into jobs of ``part_items`` items (one job = one Ray call = one part); at most two jobs
+per worker are in flight (one running, one queued, which the backstop deadline allows for). A job that
+comes back is counted. A job whose worker died (a signal, the watchdog of :class:`~pipelines.engine.isolation.
 ItemWatch`, the OOM killer) or that passed the driver's backstop deadline is split: the note the
 worker left names the items that were running; they are retried apart from the rest, in halves, until
 the culprit is alone, and a lone culprit gets a ``crashed`` or ``timeout`` row. Every other item is
@@ -94,19 +94,17 @@ class _Driver:
             self.slots = plan.pool.actors * TASKS_IN_FLIGHT_PER_ACTOR
         else:
             self.task = ray.remote(run_job).options(num_cpus=plan.task_cpus, max_retries=0)
-            self.slots = max(1, math.floor(cluster_cpus() / plan.task_cpus))
-        self.memory_bytes = int(plan.limits.worker_memory * _physical_memory() / max(1, self.slots))
+            workers = max(1, math.floor(cluster_cpus() / plan.task_cpus))
+            # One job queued per worker hides the driver's round trip; the backstop allows for the wait.
+            self.slots = 2 * workers
+        self.memory_bytes = int(plan.limits.worker_memory * _physical_memory() / max(1, self.slots // 2))
 
     def _start_actors(self, pool: ActorPool) -> None:
         ray = self.ray
         actor_cls = ray.remote(EngineActor).options(
             num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor, max_restarts=-1, max_task_retries=0
         )
-        self.actors = [actor_cls.remote(self.stage_ref) for _ in range(pool.actors)]
-        try:  # a model that cannot load fails the run here, not item by item
-            ray.get([actor.ready.remote() for actor in self.actors])
-        except ray.exceptions.RayActorError as exc:
-            raise SupirDataError(f"{self.stage.name}: the model actors could not start: {exc}") from None
+        self.actors = [actor_cls.remote(self.stage) for _ in range(pool.actors)]  # by value: restarts need it
         self.prepare = ray.remote(prepare_job).options(num_cpus=pool.prepare_cpus, max_retries=0)
         self.load: list[int] = [0] * pool.actors
 
@@ -118,6 +116,7 @@ class _Driver:
                 while self.jobs or self.running:
                     while self.jobs and len(self.running) < self.slots:
                         self._submit(self.jobs.popleft())
+                    self._actors_ready()
                     wait = max(0.0, min(r.deadline for r in self.running.values()) - time.monotonic())
                     ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=wait)
                     for ref in ready:
@@ -128,6 +127,17 @@ class _Driver:
         finally:
             for actor in getattr(self, "actors", []):  # free the GPUs for the next stage now
                 self.ray.kill(actor)
+
+    def _actors_ready(self) -> None:
+        """Once, after the first jobs went out (their decoding overlaps the model load): a model that
+        cannot load fails the run here, not item by item."""
+        if self.plan.pool is None or getattr(self, "_ready", False):
+            return
+        try:
+            self.ray.get([actor.ready.remote() for actor in self.actors])
+        except self.ray.exceptions.RayActorError as exc:
+            raise SupirDataError(f"{self.stage.name}: the model actors could not start: {exc}") from None
+        self._ready = True
 
     # -- submitting -------------------------------------------------------------------------------
     def _context(self) -> JobContext:
