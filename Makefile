@@ -11,13 +11,17 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: setup test demo bench lint train
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed .cache/decoder-test-images/.complete
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install -e '.[test]'
 	touch $@
+
+# Pillow's decoder test images for the hostile-input tests (optional: a failed fetch only warns).
+.cache/decoder-test-images/.complete: $(VENV)/.installed
+	bash scripts/fetch_decoder_test_images.sh $(VENV)
 
 test: setup
 	$(PY) -m pytest tests --ignore=tests/benchmarks -q

@@ -18,6 +18,7 @@ import numpy as np
 from schemas.errors import InputImageError
 from supir.degradation import DegradationConfig, Recipe, apply, preset, rng_for, sample_recipe
 from supir.degradation.config import PRESETS
+from supir.image_io import DEFAULT_MAX_PIXELS, Rejected, open_rgb
 
 LABEL_LINES = 4
 SHORT_KIND = {"generalized_iso": "gen_iso", "generalized_aniso": "gen_aniso", "plateau_iso": "plat_iso",
@@ -91,10 +92,11 @@ def preview_grid(image: np.ndarray, config: DegradationConfig, n: int = 16, seed
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputImageError(f"cannot read {path} as an image (missing, or not a format OpenCV decodes)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """The image as every stage sees it (`supir.image_io.open_rgb`: EXIF-oriented, alpha on white)."""
+    try:
+        return open_rgb(Path(path).read_bytes(), DEFAULT_MAX_PIXELS)
+    except (OSError, Rejected) as exc:
+        raise InputImageError(f"cannot read {path} as an image: {exc}") from None
 
 
 @click.command("degrade-preview")

@@ -1,25 +1,22 @@
-"""Plumbing shared by the model-driven stages (caption, negatives): one model per Ray actor.
+"""Sizing the actor pool of model stages (caption, negatives, iqa) and their shared options.
 
-A stage hands :func:`run_actor_stage` its pending work as an Arrow table, cut into parts of
-``part_rows`` rows; Ray Data streams each part through an optional CPU ``prepare`` step (image
-decoding, so the model never waits on it) into a pool of actors, each holding one model. An actor
-runs its model on ``batch_size`` rows at a time, writes the part's Parquet file (deterministic name,
-see :func:`part_name`) and returns a small summary, which the driver counts. A part is the unit of
-work a crash loses; big parts keep a 20M-row table to thousands of files, not millions.
+The one batching policy: a job (one actor call, one Parquet part) holds ``part_rows`` items and the
+model sees ``batch_size`` of them at a time; a GPU out-of-memory error halves ``batch_size`` for the
+rest of the actor's life (pipelines/engine/isolation.py). A part is the unit of work a crash loses;
+big parts keep a 20M-row table to thousands of files, not millions. The engine
+(pipelines/engine/executor.py) runs the pool.
 """
 
 import hashlib
-import io
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import click
-import pyarrow as pa
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pipelines.engine.sources import read_bytes
 from schemas.errors import ConfigError, InputImageError
+from supir.image_io import DEFAULT_MAX_PIXELS, Rejected, open_rgb
 
 # Parts queued per actor: the prefetch that hides decoding behind the model.
 TASKS_IN_FLIGHT_PER_ACTOR = 2
@@ -142,45 +139,6 @@ def plan_actor_pool(opts: PoolOptions, cpu_threads: int | None = None, auto_batc
     )
 
 
-def run_actor_stage(
-    work: pa.Table,
-    actor_cls: type,
-    actor_kwargs: dict,
-    pool: ActorPool,
-    prepare: Callable[[dict], dict] | None = None,
-    prepare_kwargs: dict | None = None,
-) -> Iterator[dict]:
-    """Stream ``work`` through ``prepare`` (CPU tasks) and the actor pool; yield each summary batch."""
-    import ray
-
-    parts = [work.slice(start, pool.part_rows) for start in range(0, len(work), pool.part_rows)]
-    ds = ray.data.from_arrow(parts)
-    if prepare is not None:
-        ds = ds.map_batches(
-            prepare,
-            fn_kwargs=prepare_kwargs or {},
-            batch_size=pool.part_rows,
-            batch_format="numpy",
-            num_cpus=pool.prepare_cpus,
-        )
-    ds = ds.map_batches(
-        actor_cls,
-        fn_constructor_kwargs={
-            **actor_kwargs,
-            "torch_threads": pool.torch_threads,
-            "batch_size": pool.batch_size,
-        },
-        compute=ray.data.ActorPoolStrategy(
-            size=pool.actors, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR
-        ),
-        batch_size=pool.part_rows,
-        batch_format="numpy",
-        num_gpus=pool.gpus_per_actor,
-        num_cpus=pool.cpus_per_actor,
-    )
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
-
-
 def chunks(n: int, size: int) -> list[range]:
     """Index ranges of ``size`` (the last one shorter) covering ``range(n)``."""
     return [range(start, min(start + size, n)) for start in range(0, n, size)]
@@ -193,37 +151,19 @@ def part_name(prefix: str, keys) -> str:
 
 
 def load_rgb(path: str, min_side: int | None = None) -> Image.Image:
-    """EXIF-oriented RGB image; with ``min_side``, reduced so its short side is ``min_side``.
+    """EXIF-oriented RGB image by the one rule (`supir.image_io.open_rgb`); with ``min_side``, reduced
+    so its short side is ``min_side``.
 
     JPEGs are reduced inside the decoder (DCT scaling via ``draft``: a 12 MP photo decoded at 1/8
     costs a fraction of a full decode), then finished with a bicubic resize. Never upscales.
     """
     try:
-        img = Image.open(io.BytesIO(read_bytes(path)))
-        if min_side and img.format == "JPEG":
-            w, h = img.size
-            ratio = min_side / min(w, h)
-            if ratio < 1:
-                img.draft("RGB", (math.ceil(w * ratio), math.ceil(h * ratio)))
-        img = ImageOps.exif_transpose(img)
-        if img.mode != "RGB":
-            img = _to_rgb(img)
-        if min_side and min(img.size) > min_side:
-            w, h = img.size
-            ratio = min_side / min(w, h)
-            size = (max(min_side, round(w * ratio)), max(min_side, round(h * ratio)))
-            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        img.load()
-        return img
-    except (OSError, SyntaxError, ValueError) as exc:
+        img = Image.fromarray(open_rgb(read_bytes(path), DEFAULT_MAX_PIXELS, reduce_to=min_side))
+    except (OSError, Rejected) as exc:
         raise InputImageError(f"cannot read {path}: {exc}") from exc
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    # Transparent pixels on white, like ingest's analysis decode.
-    if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img.convert("RGB")
+    if min_side and min(img.size) > min_side:
+        w, h = img.size
+        ratio = min_side / min(w, h)
+        size = (max(min_side, round(w * ratio)), max(min_side, round(h * ratio)))
+        img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return img

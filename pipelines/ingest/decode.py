@@ -1,44 +1,45 @@
 """Defensive image decoding for ingest: header first, then a reduced-size decode for analysis.
 
 Every failure becomes a :class:`Rejected` with a reason code users can count:
-``corrupt`` (the format is recognised but the data is broken, or the file is empty),
-``truncated`` (the data ends early), ``unsupported`` (not an image we can use: unknown format,
-animation, exotic mode), ``too_small`` (short side < min_side), ``too_large`` (over max_pixels:
-decompression bombs are refused from the header, before any pixel is decoded).
+``corrupt`` (the format is recognised but the data or the container is broken, the size is
+impossible, or the file is empty), ``truncated`` (the data ends early, or an end marker the
+reference decoder requires is missing), ``unsupported`` (not an image we can use: unknown format,
+a non-image file, animation, exotic mode), ``too_small`` (short side < min_side), ``too_large``
+(over max_pixels: decompression bombs, the frames, layers and entries inside containers included,
+are refused from the headers, before any pixel is allocated). The checks themselves live in
+:mod:`supir.image_io`, the one bytes→RGB rule every stage shares.
 """
 
-import io
-import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from supir.image_io import to_rgb8
+from supir.image_io import (
+    MAX_SIDE,
+    Rejected,
+    check_declared,
+    load,
+    open_image,
+    orientation,
+    pixel_budget,
+    reason_for,
+    to_rgb8,
+)
 
-# We check sizes ourselves (from the header, against --max-pixels) before decoding anything.
-Image.MAX_IMAGE_PIXELS = None
-warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+__all__ = ["Decoded", "Header", "Rejected", "analysis_scale", "decode"]
 
 ANALYSIS_MIN_SIDE = 512  # the analysis image keeps at least this many pixels on its short side
-_EXIF_ORIENTATION = 0x0112
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = "", header: "Header | None" = None):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-        self.header = header  # what the header said, when it could be read
+_SINGLE_IMAGE_FORMATS = {"PSD"}  # PSD "frames" are layers: the composite is the image
 
 
 @dataclass
 class Header:
     format: str
     mode: str  # the original mode, before any conversion
-    width: int  # after EXIF orientation
-    height: int
+    width: int | None  # after EXIF orientation; None when the header's size is impossible
+    height: int | None
     orientation: int
     n_frames: int
 
@@ -56,41 +57,40 @@ class Decoded:
         return self.pixels if self.order == "RGB" else np.ascontiguousarray(self.pixels[..., ::-1])
 
 
-def _open(data: bytes) -> Image.Image:
-    if not data:
-        raise Rejected("corrupt", "empty file")
-    try:
-        return Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise Rejected("unsupported", "not a recognised image format") from None
-    except Image.DecompressionBombError as exc:  # pragma: no cover - MAX_IMAGE_PIXELS is None
-        raise Rejected("too_large", str(exc)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise Rejected("corrupt", f"unreadable header: {exc}") from None
-
-
 def read_header(img: Image.Image) -> Header:
-    """Size, mode and format from the header alone (no pixel decoding)."""
+    """Size, mode, format and frame count from the header alone (no pixel decoding).
+
+    The EXIF orientation is read here except for PNGs, whose EXIF chunk may follow the pixels
+    (Pillow would decode them to find it): theirs is read after the checks, by :func:`_orient_header`.
+    """
     width, height = img.size
-    try:
-        orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # broken EXIF must not lose the image
-        orientation = 1
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return Header(
-        format=(img.format or "UNKNOWN").upper(),
-        mode=img.mode,
-        width=width,
-        height=height,
-        orientation=orientation,
-        n_frames=int(getattr(img, "n_frames", 1) or 1),
-    )
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        width = height = None
+    fmt = (img.format or "UNKNOWN").upper()
+    header = Header(format=fmt, mode=img.mode, width=width, height=height, orientation=1, n_frames=1)
+    if fmt not in _SINGLE_IMAGE_FORMATS:
+        try:
+            header.n_frames = int(getattr(img, "n_frames", 1) or 1)
+        except Exception as exc:  # a frame table that cannot be walked is a broken container
+            raise Rejected(reason_for(exc), f"frames: {type(exc).__name__}: {exc}", header) from None
+    if fmt != "PNG" or "exif" in img.info:
+        _orient_header(header, img)
+    return header
 
 
-def check_size(header: Header, min_side: int, max_pixels: int) -> None:
+def _orient_header(header: Header, img: Image.Image) -> None:
+    header.orientation = orientation(img)
+    if header.orientation in (5, 6, 7, 8) and header.width is not None:
+        header.width, header.height = header.height, header.width
+
+
+def check_size(header: Header, img: Image.Image, data: bytes, min_side: int, max_pixels: int) -> None:
+    """Refusals from the headers, the cheap and the certain first: size, container, short side, frames."""
+    if header.width is None:
+        raise Rejected("corrupt", "impossible size in the header")
     if header.width * header.height > max_pixels:
         raise Rejected("too_large", f"{header.width}x{header.height} exceeds {max_pixels} pixels")
+    check_declared(img, data, max_pixels)  # inner frames, layers, pages; the container's own structure
     if min(header.width, header.height) < min_side:
         raise Rejected("too_small", f"{header.width}x{header.height}: short side < {min_side}")
     if header.n_frames > 1:
@@ -117,14 +117,20 @@ def decode(data: bytes, min_side: int, max_pixels: int, analysis_min_side: int =
 
     JPEGs are reduced inside the decoder (DCT scaling via ``draft``), so a 12 MP photo costs about a
     quarter of a full decode; other formats are decoded fully and reduced with area averaging.
+    Raises :class:`Rejected` (and nothing else) for any input.
     """
-    img = _open(data)
-    header = read_header(img)
-    try:
-        return _decode_reduced(data, img, header, min_side, max_pixels, analysis_min_side)
-    except Rejected as rej:
-        rej.header = header
-        raise
+    with pixel_budget(max_pixels):
+        img = open_image(data, max_pixels)
+        header = None
+        try:
+            header = read_header(img)
+            check_size(header, img, data, min_side, max_pixels)
+            return _decode_reduced(data, img, header, analysis_min_side)
+        except Rejected as rej:
+            rej.header = rej.header or header
+            raise
+        except Exception as exc:  # a decoder bug on hostile input must not kill the run
+            raise Rejected(reason_for(exc), f"{type(exc).__name__}: {exc}", header) from None
 
 
 _CV_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -165,31 +171,20 @@ def _jpeg_fast_path(data: bytes, img: Image.Image, header: Header, scale: int) -
     return np.ascontiguousarray(orient(bgr, header.orientation))  # BGR: the analysis reads either order
 
 
-def _decode_reduced(data: bytes, img: Image.Image, header: Header, min_side: int, max_pixels: int,
-                    analysis_min_side: int) -> Decoded:
-    check_size(header, min_side, max_pixels)
+def _decode_reduced(data: bytes, img: Image.Image, header: Header, analysis_min_side: int) -> Decoded:
     scale = analysis_scale(header.width, header.height, analysis_min_side)
     qtables = _qtables(img) if header.format == "JPEG" else None
     fast = _jpeg_fast_path(data, img, header, scale)
     if fast is not None:
         return Decoded(header, _finish_reduction(fast, header, scale), scale, qtables, order="BGR")
-    try:
-        if header.format == "JPEG" and scale > 1 and img.mode in ("RGB", "L", "CMYK"):
-            raw_w, raw_h = img.size
-            img.draft(img.mode, (raw_w // scale, raw_h // scale))
-        img.load()
-        oriented = ImageOps.exif_transpose(img) if header.orientation != 1 else img
-        rgb = to_rgb8(oriented)
-    except Rejected:
-        raise
-    except OSError as exc:
-        msg = str(exc)
-        reason = "truncated" if "truncated" in msg or "premature" in msg.lower() else "corrupt"
-        raise Rejected(reason, msg) from None
-    except (SyntaxError, ValueError, EOFError, MemoryError, Image.DecompressionBombError) as exc:
-        raise Rejected("corrupt", f"{type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # a decoder bug on hostile input must not kill the run
-        raise Rejected("unsupported", f"{type(exc).__name__}: {exc}") from None
+    if header.format == "JPEG" and scale > 1 and img.mode in ("RGB", "L", "CMYK"):
+        raw_w, raw_h = img.size
+        img.draft(img.mode, (raw_w // scale, raw_h // scale))
+    load(img)
+    if header.format == "PNG" and "exif" not in img.info:
+        _orient_header(header, img)  # the EXIF chunk after the pixels is known only now
+    oriented = ImageOps.exif_transpose(img) if header.orientation != 1 else img
+    rgb = to_rgb8(oriented)
     return Decoded(header, _finish_reduction(rgb, header, scale), scale, qtables)
 
 
@@ -204,13 +199,3 @@ def _finish_reduction(rgb: np.ndarray, header: Header, scale: int) -> np.ndarray
         if factor > 1:
             rgb = cv2.resize(rgb, (target_w, target_h), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(rgb)
-
-
-def decode_full(data: bytes) -> np.ndarray:
-    """Full-resolution EXIF-oriented 8-bit RGB (for stages that need every pixel, e.g. shard)."""
-    img = _open(data)
-    header = read_header(img)
-    img.load()
-    if header.orientation != 1:
-        img = ImageOps.exif_transpose(img)
-    return to_rgb8(img)

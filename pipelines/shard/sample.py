@@ -11,14 +11,14 @@ import math
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from pipelines.shard.plan import GT_FORMATS, PASSTHROUGH_FORMATS, SamplePlan, ShardConfig
 from schemas.sample import LQ_MEMBER, META_MEMBER, SAMPLE_SPEC_VERSION, TEXT_MEMBER
 from schemas.tables import QUALITY_SIGNALS
+from supir.image_io import DEFAULT_MAX_PIXELS, Rejected, open_rgb
 
 PNG_COMPRESSION = 3  # zlib level: 1-3 are several times faster than the default 6 for ~5 % more bytes
-Image.MAX_IMAGE_PIXELS = None  # ingest already refused decompression bombs
 
 
 class SampleSkipped(Exception):
@@ -37,14 +37,6 @@ def _encode(rgb: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
     return buf.tobytes()
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: keep the high byte, not a clip
-        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
-        return np.ascontiguousarray(np.stack([grey] * 3, axis=-1))
-    return np.asarray(img.convert("RGB"))
 
 
 def crop_box(cfg: ShardConfig, sample: SamplePlan, width: int, height: int) -> list[int]:
@@ -66,7 +58,7 @@ def make_gt(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> tuple[str, byt
         img = Image.open(io.BytesIO(data))
         orientation = int(img.getexif().get(0x0112, 1) or 1)
         width, height = img.size if orientation < 5 else img.size[::-1]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise SampleSkipped("corrupt", f"{sample.path}: {exc}") from None
     if min(width, height) < max(cfg.gt_size, 1):
         raise SampleSkipped("too_small", f"{sample.path} is {width}x{height} (the catalog said otherwise)")
@@ -82,9 +74,9 @@ def make_gt(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> tuple[str, byt
             rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
         return member, data, rgb, box, [width, height]
     try:
-        rgb = _to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SampleSkipped("corrupt", f"{sample.path}: {exc}") from None
+        rgb = open_rgb(data, DEFAULT_MAX_PIXELS)  # the pixels ingest judged: alpha on white, EXIF-oriented
+    except Rejected as exc:
+        raise SampleSkipped(exc.reason, f"{sample.path}: {exc.detail}") from None
     rgb = rgb[box[1] : box[3], box[0] : box[2]]
     side = cfg.gt_size
     if side and rgb.shape[:2] != (side, side):
