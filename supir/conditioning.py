@@ -85,6 +85,8 @@ def encode_prompts(parts: SDXLParts, prompts: list[str]) -> tuple[torch.Tensor, 
     empty = torch.tensor([not p.strip() for p in prompts], device=device)
     embeds = torch.where(empty[:, None, None], torch.zeros_like(embeds), embeds)
     pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
+    if parts.unet is None:  # the text encoders alone (supir/text_cache.py)
+        return embeds, pooled
     unet_device = next(parts.unet.parameters()).device
     return embeds.to(unet_device), pooled.to(unet_device)
 

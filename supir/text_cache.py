@@ -15,12 +15,15 @@ the empty prompt. Training without the cache keeps working: the members are opti
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from schemas.errors import MissingWeightsError
 from schemas.sample import TEXT_EMBEDS_MEMBER, TEXT_POOLED_MEMBER
 from supir.conditioning import encode_prompts
 
@@ -53,3 +56,46 @@ def text_members(parts, texts: list[str]) -> list[dict[str, bytes]]:
     embeds = embeds.float().cpu().numpy().astype(np.float16)
     pooled = pooled.float().cpu().numpy().astype(np.float16)
     return [{TEXT_EMBEDS_MEMBER: _npy(e), TEXT_POOLED_MEMBER: _npy(p)} for e, p in zip(embeds, pooled)]
+
+
+@dataclass
+class TextEncoders:
+    """SDXL's two text encoders and tokenizers alone (what `encode_prompts` needs), on the CPU."""
+
+    text_encoder: torch.nn.Module
+    text_encoder_2: torch.nn.Module
+    tokenizer: object
+    tokenizer_2: object
+    unet: None = None
+
+
+@functools.lru_cache(maxsize=2)
+def load_text_encoders(pretrained: str) -> tuple[TextEncoders, str]:
+    """The encoders of an SDXL diffusers folder, loaded once per process, and their identity."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    try:
+        parts = TextEncoders(
+            CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder").eval(),
+            CLIPTextModelWithProjection.from_pretrained(pretrained, subfolder="text_encoder_2").eval(),
+            CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer"),
+            CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2"),
+        )
+    except OSError as exc:
+        raise MissingWeightsError(f"--text-encoder {pretrained!r}: not an SDXL diffusers folder ({exc})") from exc
+    return parts, text_encoder_id(parts)
+
+
+def cached_text_members(pretrained: str, text: str) -> tuple[dict[str, bytes], str]:
+    """The cache members of one training prompt, and the encoders' identity for the sample's json.
+
+    One intra-op thread while encoding: CPU float results can depend on the thread count, and shard
+    bytes must not depend on the machine (the engine runs one shard task per core anyway).
+    """
+    parts, identity = load_text_encoders(str(pretrained))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return text_members(parts, [text])[0], identity
+    finally:
+        torch.set_num_threads(threads)

@@ -187,11 +187,13 @@ def _summary(plans: list[ShardPlan], results: dict, n_written: int) -> dict:
 @click.option("--negatives-fraction", type=float, default=None, help="Target share of negative samples [default: all negatives once].")
 @click.option("--source-weight", multiple=True, help="SRC=W: per-image inclusion rate of a source (0 drops, 2 repeats).")
 @click.option("--seed", default=ShardConfig.seed, show_default=True)
+@click.option("--text-encoder", default=ShardConfig.text_encoder,
+              help="SDXL diffusers folder: store each sample's text embeddings (txtemb/txtpool) for data.cached_text.")
 @limit_options()
 @click.pass_obj
 def shard_command(settings: Settings, name, out_dir, gt_size, crop, resize, gt_format, gt_quality, preset, lq,
-                  max_size, max_count, val_fraction, negatives_fraction, source_weight, seed, item_seconds,
-                  worker_memory):  # fmt: skip
+                  max_size, max_count, val_fraction, negatives_fraction, source_weight, seed, text_encoder,
+                  item_seconds, worker_memory):  # fmt: skip
     """Write WebDataset shards of (GT, LQ, caption, meta) samples that SUPIR trains on directly."""
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ConfigError(f"--name {name!r}: use letters, digits and underscores (it starts every shard file name)")
@@ -199,6 +201,7 @@ def shard_command(settings: Settings, name, out_dir, gt_size, crop, resize, gt_f
         name=name, gt_size=gt_size, crop=crop, resize=resize, gt_format=gt_format, gt_quality=gt_quality,
         preset=preset, lq=lq, max_size=parse_size(max_size), max_count=max_count, val_fraction=val_fraction,
         negatives_fraction=negatives_fraction, source_weights=parse_weights(source_weight), seed=seed,
+        text_encoder=text_encoder,
     )  # fmt: skip
     result = run_shard(settings, cfg, out_dir, make_limits(item_seconds, worker_memory))
     report = result["report"]
