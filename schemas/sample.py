@@ -12,6 +12,10 @@ GT_MEMBERS = ("gt.jpg", "gt.png", "gt.webp")  # exactly one per sample
 LQ_MEMBER = "lq.png"  # present when the shard was written with `--lq precomputed`
 TEXT_MEMBER = "txt"  # caption; for a negative sample, the prompt that made it
 META_MEMBER = "json"
+# Optional cached text conditioning (supir/text_cache.py): float16 .npy arrays of the training prompt's
+# SDXL token embeddings (77 x 2048) and pooled embedding (1280); `text_encoder` in the json names the weights.
+TEXT_EMBEDS_MEMBER = "txtemb.npy"
+TEXT_POOLED_MEMBER = "txtpool.npy"
 
 # Fields of the `json` member. Values may be null where the catalog had nothing.
 META_FIELDS = (
@@ -27,6 +31,9 @@ META_FIELDS = (
     "original_size",  # [width, height]
     "spec_version",
 )
+
+# Fields present only in some shards: `text_encoder` (identity of the encoders that made txtemb/txtpool).
+OPTIONAL_META_FIELDS = ("text_encoder",)
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 

@@ -125,6 +125,36 @@ RUNS = pa.schema(
     ]
 )
 
+# `failures`: items a stage could not turn into a row of its own table (negatives of an unreadable
+# source...), with the reason code and the exception text; written by the engine.
+FAILURES = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("key", pa.string()),  # the item's name in its stage (a path, an image id, a shard)
+        ("reason", pa.string()),  # the stage's code, or the engine's: crashed | timeout | corrupt | error
+        ("detail", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", _ts),
+    ]
+)
+
+# `stage_runs`: one row per stage run (datatrove's per-task stats, img2dataset's _stats.json).
+STAGE_RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("stage", pa.string()),
+        ("items", pa.int64()),  # pending items the run was given
+        ("rows", pa.int64()),  # rows it wrote
+        ("outcomes_json", pa.string()),  # {outcome or reason: count}
+        ("seconds", pa.float64()),
+        ("started_at", _ts),
+        ("finished_at", _ts),
+    ]
+)
+
+# Columns that hold sizes or counts: a negative value there is a broken input, not a measurement.
+NON_NEGATIVE = frozenset({"bytes", "width", "height", "samples", "n_tokens", "steps", "items", "rows"})
+
 # Every lake table; the catalog makes one view per entry (typed and empty until a part exists).
 TABLES: dict[str, pa.Schema] = {
     "scans": SCANS,
@@ -134,4 +164,6 @@ TABLES: dict[str, pa.Schema] = {
     "negatives": NEGATIVES,
     "shards": SHARDS,
     "runs": RUNS,
+    "failures": FAILURES,
+    "stage_runs": STAGE_RUNS,
 }

@@ -19,6 +19,7 @@ import torch
 from schemas.errors import CheckpointError, ConfigError
 
 STATE_FILE = "trainer_state.json"
+LORA_WEIGHTS = "lora.safetensors"  # supir/lora.py: instead of the adaptor weights in LoRA runs
 OPTIMIZER_FILE = "optimizer.pt"
 
 
@@ -37,7 +38,13 @@ def save_checkpoint(output_dir, step: int, model, optimizer, state: dict, robust
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_trainable(tmp)
+    if has_lora(model.adaptor):  # LoRA runs store only the LoRA and connector weights
+        from supir.lora import save_lora
+
+        save_lora(model.adaptor, tmp)
+        model.connectors.save_pretrained(tmp)
+    else:
+        model.save_trainable(tmp)
     if robust_encoder is not None:
         robust_encoder.save_pretrained(tmp)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -59,7 +66,14 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> dict:
     from supir.model import CONNECTORS_WEIGHTS
 
     device = next(model.adaptor.parameters()).device
-    model.adaptor.load_state_dict(load_file(path / ADAPTOR_WEIGHTS, device=str(device)))
+    if (path / LORA_WEIGHTS).exists():
+        if not has_lora(model.adaptor):
+            raise ConfigError(f"{path} holds LoRA weights: resume it with the same lora: settings")
+        from supir.lora import load_lora
+
+        load_lora(model.adaptor, path)
+    else:
+        model.adaptor.load_state_dict(load_file(path / ADAPTOR_WEIGHTS, device=str(device)))
     model.connectors.load_state_dict(load_file(path / CONNECTORS_WEIGHTS, device=str(device)))
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location=device, weights_only=True))
@@ -108,3 +122,8 @@ def load_init(source: str | Path, model, vae, depth=None):
     except RuntimeError as exc:
         raise CheckpointError(f"init_from {source} does not fit the configured model: {exc}") from None
     return robust
+
+
+def has_lora(adaptor) -> bool:
+    """Whether LoRA layers were injected (by name, so a plain run never imports peft)."""
+    return any("lora_A" in name for name, _ in adaptor.named_parameters())

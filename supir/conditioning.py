@@ -32,8 +32,12 @@ class SDXLParts:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
-def load_sdxl(pretrained: str | Path, device="cpu", dtype=torch.float32) -> SDXLParts:
-    """Load from a diffusers folder or hub id (the hub only when the environment allows it)."""
+def load_sdxl(pretrained: str | Path, device="cpu", dtype=torch.float32, text_device=None) -> SDXLParts:
+    """Load from a diffusers folder or hub id (the hub only when the environment allows it).
+
+    ``text_device``: where the two text encoders live (default ``device``); training from cached text
+    conditioning keeps them on the CPU, for validation prompts only.
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -54,13 +58,13 @@ def load_sdxl(pretrained: str | Path, device="cpu", dtype=torch.float32) -> SDXL
         ) from exc
     parts = SDXLParts(unet, vae, te, te2, tok, tok2)
     for m in (unet, vae, te, te2):
-        m.requires_grad_(False).eval().to(device)
+        m.requires_grad_(False).eval().to(device if m not in (te, te2) or text_device is None else text_device)
     return parts
 
 
 @torch.no_grad()
 def encode_prompts(parts: SDXLParts, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B×77×(d1+d2) token embeddings, B×d_pool pooled embedding); "" -> zeros."""
+    """(B×77×(d1+d2) token embeddings, B×d_pool pooled embedding) on the UNet's device; "" -> zeros."""
     device = next(parts.text_encoder.parameters()).device
     hidden, pooled = [], None
     for tokenizer, encoder in (
@@ -81,7 +85,10 @@ def encode_prompts(parts: SDXLParts, prompts: list[str]) -> tuple[torch.Tensor, 
     empty = torch.tensor([not p.strip() for p in prompts], device=device)
     embeds = torch.where(empty[:, None, None], torch.zeros_like(embeds), embeds)
     pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
-    return embeds, pooled
+    if parts.unet is None:  # the text encoders alone (supir/text_cache.py)
+        return embeds, pooled
+    unet_device = next(parts.unet.parameters()).device
+    return embeds.to(unet_device), pooled.to(unet_device)
 
 
 def sdxl_time_ids(original_size: torch.Tensor, crop_top_left: torch.Tensor, target_size) -> torch.Tensor:

@@ -173,7 +173,8 @@ class SupirUNet(nn.Module):
         self.connectors.save_pretrained(directory)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for m in (self.adaptor, self.connectors) for p in m.parameters()]
+        # Under LoRA the adaptor's own weights are frozen: only what requires a gradient trains.
+        return [p for m in (self.adaptor, self.connectors) for p in m.parameters() if p.requires_grad]
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from schemas.runs import derive_seed
-from schemas.sample import GT_MEMBERS, LQ_MEMBER, META_MEMBER, TEXT_MEMBER
+from schemas.sample import (
+    GT_MEMBERS,
+    LQ_MEMBER,
+    META_MEMBER,
+    TEXT_EMBEDS_MEMBER,
+    TEXT_MEMBER,
+    TEXT_POOLED_MEMBER,
+)
 from supir.prompts import training_prompt
 
 
@@ -68,10 +75,13 @@ class SampleTransform:
 
         is_negative = bool(meta.get("is_negative", False))
         text = training_prompt(caption, is_negative)
-        if rng.random() < self.caption_dropout:
+        dropped = rng.random() < self.caption_dropout
+        if dropped:
             text = ""  # classifier-free guidance learns the unconditional branch from these
         original_size, crop_top_left = _size_conditioning(meta, gt_shape=(h, w), upscale=upscale, crop=(top, left))
+        cached = _cached_text(sample, key, dropped)
         return {
+            **cached,
             "__key__": key,
             "gt": np.ascontiguousarray(gt),
             "lq": np.ascontiguousarray(lq),
@@ -90,6 +100,23 @@ class SampleTransform:
         if lq.shape[:2] != gt_crop.shape[:2]:
             lq = cv2.resize(lq, (gt_crop.shape[1], gt_crop.shape[0]), interpolation=cv2.INTER_CUBIC)
         return lq
+
+
+def _cached_text(sample: dict, key: str, dropped: bool) -> dict:
+    """The cached text conditioning (supir/text_cache.py) when the shard has it; zeros when dropped out."""
+    if TEXT_EMBEDS_MEMBER not in sample or TEXT_POOLED_MEMBER not in sample:
+        return {}
+    from supir.text_cache import read_npy
+
+    try:
+        embeds, pooled = read_npy(sample[TEXT_EMBEDS_MEMBER]), read_npy(sample[TEXT_POOLED_MEMBER])
+    except ValueError as exc:
+        raise BadSample(f"{key}: unreadable cached text embedding: {exc}") from None
+    if embeds.ndim != 2 or pooled.ndim != 1:
+        raise BadSample(f"{key}: cached text embeddings have shapes {embeds.shape} and {pooled.shape}")
+    if dropped:  # encode_prompts gives the empty prompt zeros
+        embeds, pooled = np.zeros_like(embeds), np.zeros_like(pooled)
+    return {"prompt_embeds": embeds, "pooled_embeds": pooled}
 
 
 def decode_bgr(data: bytes, what: str) -> np.ndarray:
@@ -145,7 +172,12 @@ def collate(samples: list[dict]) -> dict:
         out -= np.float32(1.0)
         return torch.from_numpy(out)
 
+    cached = {}
+    if all("prompt_embeds" in s for s in samples):  # a batch mixing cached and uncached texts encodes live
+        cached = {name: torch.from_numpy(np.stack([s[name] for s in samples]))
+                  for name in ("prompt_embeds", "pooled_embeds")}
     return {
+        **cached,
         "gt": images("gt"),
         "lq": images("lq"),
         "txt": [s["txt"] for s in samples],

@@ -33,6 +33,7 @@ from supir.batches import DataStream, make_source, prepare_images, val_source
 from supir.checkpoint import latest_checkpoint, load_checkpoint, load_init, save_checkpoint
 from supir.conditioning import encode_images, encode_prompts, load_sdxl, sdxl_time_ids
 from supir.model import SupirUNet
+from supir.optim import build_optimizer
 from supir.robust_encoder import RobustEncoder
 from supir.sampler import NUM_TRAIN_TIMESTEPS, TRAIN_SIGMAS, append_dims, c_in
 from supir.train_config import TrainConfig, config_to_dict, load_config
@@ -72,7 +73,8 @@ def build_model(config: TrainConfig, device: torch.device, rank: int = 0):
             build_tiny_sdxl(pretrained, seed=0)
         if dist.is_initialized():
             dist.barrier()
-    parts = load_sdxl(config.model.pretrained, device=device, dtype=DTYPES[config.model.frozen_dtype])
+    text_device = "cpu" if config.data.cached_text else None  # cached text: encoders only for validation
+    parts = load_sdxl(config.model.pretrained, device, DTYPES[config.model.frozen_dtype], text_device)
     m = config.model
     model = SupirUNet.from_unet(parts.unet, m.adaptor_depth, m.cross_attn_connectors, m.residual_connectors)
     if m.gradient_checkpointing:
@@ -103,7 +105,10 @@ def training_loss(
     gt, lq, factor = prepare_images(batch, resolution, device)
     z = encode_images(parts.vae, gt, generator=generator, sample=True)
     z_lq = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq, sample=False)
-    embeds, pooled = encode_prompts(parts, list(batch["txt"]))
+    if "prompt_embeds" in batch:  # cached text conditioning (supir/text_cache.py): no text encoders needed
+        embeds, pooled = batch["prompt_embeds"].to(device).float(), batch["pooled_embeds"].to(device).float()
+    else:
+        embeds, pooled = encode_prompts(parts, list(batch["txt"]))
     time_ids = sdxl_time_ids(
         (batch["original_size"].float() * factor).round(),
         (batch["crop_top_left"].float() * factor).round(),
@@ -152,9 +157,13 @@ def start_run(config: TrainConfig, batches=None, val_batches=None, echo=print) -
     device = resolve_device(config.device, local_rank)
     torch.manual_seed(config.seed)
     parts, model, hint_encoder = build_model(config, device, rank)
+    if config.lora.enabled:
+        from supir.lora import add_lora
+
+        add_lora(model.adaptor, config.lora, frozen_dtype=DTYPES[config.model.frozen_dtype])
     params = model.trainable_parameters()
     o = config.optim
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    optimizer = build_optimizer(params, o.name, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     start_step, epoch, position = resume(config, model, optimizer, echo)
     ddp = None
     if world > 1:
@@ -294,10 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m supir.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="YAML config (supir/configs/tiny.yaml, sdxl.yaml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of project errors")
+    parser.add_argument("--plan", action="store_true", help="print the GPU memory plan of the config and exit")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-4 steps=200")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
+        if args.plan:
+            from supir.memory_plan import plan_for_config
+
+            print(plan_for_config(config).table())
+            return 0
         result = train(config)
     except SupirDataError as exc:
         if args.debug:

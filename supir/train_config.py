@@ -36,6 +36,7 @@ class DataConfig:
     shuffle_buffer: int = 1000
     resampled: bool = False  # infinite resampling (equal-length ranks in multi-GPU runs)
     num_workers: int = 2
+    cached_text: bool = False  # use the shards' txtemb/txtpool members; text encoders stay on the CPU
 
 
 @dataclass
@@ -47,6 +48,7 @@ class OptimConfig:
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     warmup_steps: int = 0
+    name: str = "adamw"  # "adamw" (fused on CUDA) or "adamw8bit" (bitsandbytes: 2 bytes of state per parameter)
 
 
 @dataclass
@@ -59,11 +61,26 @@ class ValConfig:
 
 
 @dataclass
+class LoraSettings:
+    """`lora:` — LoRA on the adaptor (supir/lora.py); rank 0 trains the adaptor fully."""
+
+    rank: int = 0
+    alpha: float | None = None  # default: rank (scale 1)
+    targets: list[str] = field(default_factory=lambda: ["attention", "feed_forward"])  # and/or "conv"
+    dropout: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     val: ValConfig = field(default_factory=ValConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     steps: int = 1000
     seed: int = 0
     mixed_precision: str = "no"  # "bf16": autocast on CUDA

@@ -1,20 +1,17 @@
-"""Plumbing shared by the model-driven stages (caption, negatives): one model per Ray actor.
+"""Sizing the actor pool of model stages (caption, negatives, iqa) and their shared options.
 
-A stage hands :func:`run_actor_stage` its pending work as an Arrow table, cut into parts of
-``part_rows`` rows; Ray Data streams each part through an optional CPU ``prepare`` step (image
-decoding, so the model never waits on it) into a pool of actors, each holding one model. An actor
-runs its model on ``batch_size`` rows at a time, writes the part's Parquet file (deterministic name,
-see :func:`part_name`) and returns a small summary, which the driver counts. A part is the unit of
-work a crash loses; big parts keep a 20M-row table to thousands of files, not millions.
+The one batching policy: a job (one actor call, one Parquet part) holds ``part_rows`` items and the
+model sees ``batch_size`` of them at a time; a GPU out-of-memory error halves ``batch_size`` for the
+rest of the actor's life (pipelines/engine/isolation.py). A part is the unit of work a crash loses;
+big parts keep a 20M-row table to thousands of files, not millions. The engine
+(pipelines/engine/executor.py) runs the pool.
 """
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import click
-import pyarrow as pa
 from PIL import Image
 
 from pipelines.engine.sources import read_bytes
@@ -140,45 +137,6 @@ def plan_actor_pool(opts: PoolOptions, cpu_threads: int | None = None, auto_batc
         batch_size=opts.batch_size,
         part_rows=max(opts.part_rows, opts.batch_size),
     )
-
-
-def run_actor_stage(
-    work: pa.Table,
-    actor_cls: type,
-    actor_kwargs: dict,
-    pool: ActorPool,
-    prepare: Callable[[dict], dict] | None = None,
-    prepare_kwargs: dict | None = None,
-) -> Iterator[dict]:
-    """Stream ``work`` through ``prepare`` (CPU tasks) and the actor pool; yield each summary batch."""
-    import ray
-
-    parts = [work.slice(start, pool.part_rows) for start in range(0, len(work), pool.part_rows)]
-    ds = ray.data.from_arrow(parts)
-    if prepare is not None:
-        ds = ds.map_batches(
-            prepare,
-            fn_kwargs=prepare_kwargs or {},
-            batch_size=pool.part_rows,
-            batch_format="numpy",
-            num_cpus=pool.prepare_cpus,
-        )
-    ds = ds.map_batches(
-        actor_cls,
-        fn_constructor_kwargs={
-            **actor_kwargs,
-            "torch_threads": pool.torch_threads,
-            "batch_size": pool.batch_size,
-        },
-        compute=ray.data.ActorPoolStrategy(
-            size=pool.actors, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT_PER_ACTOR
-        ),
-        batch_size=pool.part_rows,
-        batch_format="numpy",
-        num_gpus=pool.gpus_per_actor,
-        num_cpus=pool.cpus_per_actor,
-    )
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
 
 def chunks(n: int, size: int) -> list[range]:

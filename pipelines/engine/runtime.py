@@ -48,9 +48,12 @@ class Settings:
 
 
 def init_ray(settings: Settings) -> None:
-    """Start a local Ray (``num_cpus`` = machine unless given) or join ``--ray-address``.
+    """Join ``--ray-address``/``RAY_ADDRESS``, else start a private local Ray (``num_cpus``: machine).
 
-    Reuses an instance that is already up (tests share one per session).
+    Without an address Ray would connect to whatever cluster its ``ray_current_cluster`` file names
+    (written by ``ray start``, left behind when that cluster dies) and then refuse ``num_cpus``;
+    ``address="local"`` always starts a fresh instance of our own. With an address the cluster's own
+    resources count, so no ``num_cpus`` is passed. Reuses an instance already up (tests share one).
     """
     import ray
 
@@ -66,17 +69,9 @@ def init_ray(settings: Settings) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=settings.num_cpus or os.cpu_count(), **kwargs)
-    if not settings.debug:  # Ray Data logs every execution at INFO; our progress bar says enough
-        for name in ("ray", "ray.data", "ray.data._internal.execution.streaming_executor"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # we draw our own
-    from ray.util.debug import log_once
-
-    log_once("ray_data_progress_manager_disabled")  # claim Ray Data's one-time "bars disabled" warning
-    ctx.verbose_stats_logs = False
-    ctx.print_on_execution_start = False
+        ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count(), **kwargs)
+    if not settings.debug:
+        logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 def cluster_cpus() -> int:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
+from pipelines.engine.stage import Stage
 from schemas.errors import ConfigError, MissingWeightsError
 
 _HF_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
@@ -191,86 +191,82 @@ def score_batch(models: dict, images: list[np.ndarray | None]) -> dict[str, list
     return out
 
 
-class IqaScorer:
-    """Ray Data actor: holds one pyiqa model per metric, scores a batch of (image_id, path), writes a part.
+class IqaStage(Stage):
+    """pyiqa scores on the engine's actor pool: one model per metric per actor, GPU when present.
 
-    Input batch columns: ``image_id``, ``path``. Output: the ``iqa_scores`` rows it wrote.
+    Rows are long format (one per image and metric); an image that cannot be read gets NULL scores,
+    so it is not retried forever.
     """
 
-    def __init__(self, metrics: list[str], weights_dir: str | None, run_id: str, root: str,
-                 short_side: int = IQA_SHORT_SIDE, torch_threads: int = 1):
-        import torch
+    name = "iqa"
+    table = "iqa_scores"
+    batched = True
+    uses_actors = True
+    limit_memory = False
 
-        torch.set_num_threads(max(1, torch_threads))
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.models = {m: load_metric(m, weights_dir, device) for m in metrics}
-        self.run_id, self.root, self.short_side = run_id, root, short_side
+    def __init__(self, metrics: list[str], weights_dir: str | None, run_id: str, short_side: int,
+                 torch_threads: int, batch_size: int):
+        self.metrics, self.weights_dir, self.run_id = list(dict.fromkeys(metrics)), weights_dir, run_id
+        self.short_side, self.torch_threads, self.batch_size = short_side, torch_threads, batch_size
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from catalogs.lake import write_part
-        from pipelines.engine.actors import load_rgb, part_name
-        from schemas.errors import InputImageError
+    def key(self, item: dict) -> str:
+        return str(item["image_id"])
+
+    def setup(self) -> None:
+        from pipelines.engine.models import pick_device
+
+        device = pick_device(self.torch_threads)
+        self.models = {m: load_metric(m, self.weights_dir, device) for m in self.metrics}
+
+    def prepare(self, item: dict) -> dict:
+        from pipelines.engine.actors import load_rgb
+
+        return {**item, "image": np.asarray(load_rgb(str(item["path"]), min_side=self.short_side))}
+
+    def process(self, items: list[dict]) -> list[list[dict]]:
         from schemas.runs import utc_now
 
-        ids = [str(i) for i in batch["image_id"]]
-        images = []
-        for path in batch["path"]:
-            try:
-                images.append(np.asarray(load_rgb(str(path), min_side=self.short_side)))
-            except InputImageError:
-                images.append(None)  # recorded as a NULL score, so it is not retried forever
-        scores = score_batch(self.models, images)
+        scores = score_batch(self.models, [item["image"] for item in items])
         now = utc_now()
-        rows = [
-            {"image_id": image_id, "metric": metric, "score": scores[metric][i],
-             "lower_better": bool(model.lower_better), "run_id": self.run_id, "created_at": now}
-            for metric, model in self.models.items()
-            for i, image_id in enumerate(ids)
-        ]
-        write_part(self.root, "iqa_scores", rows, name=part_name("iqa-" + "-".join(sorted(self.models)), ids))
-        return {
-            "image_id": np.array([r["image_id"] for r in rows], dtype=object),
-            "metric": np.array([r["metric"] for r in rows], dtype=object),
-            "score": np.array([np.nan if r["score"] is None else r["score"] for r in rows], dtype=np.float64),
-        }
+        return [
+            [{"image_id": str(item["image_id"]), "metric": metric, "score": scores[metric][i],
+              "lower_better": bool(model.lower_better), "run_id": self.run_id, "created_at": now}
+             for metric, model in self.models.items()]
+            for i, item in enumerate(items)
+        ]  # fmt: skip
 
+    def failure_row(self, item: dict, reason: str, detail: str) -> list[dict]:
+        from schemas.runs import utc_now
 
-def _actor_pool() -> tuple[int, float, float, int]:
-    """(actors, GPUs per actor, CPUs per actor, torch threads): one actor per GPU, else one CPU actor.
+        models = getattr(self, "models", {})  # set up in an actor; not in the driver
+        return [{"image_id": str(item["image_id"]), "metric": metric, "score": None, "run_id": self.run_id,
+                 "lower_better": bool(models[metric].lower_better) if metric in models else None,
+                 "created_at": utc_now()} for metric in self.metrics]  # fmt: skip
 
-    Actors never hold every CPU: the read tasks that feed them need some, or the dataset hangs.
-    """
-    from pipelines.engine.runtime import cluster_cpus, cluster_gpus
+    def outcome(self, row: dict | None) -> str:
+        return "unreadable" if row is None or row.get("score") is None else "scored"
 
-    cpus, gpus = cluster_cpus(), cluster_gpus()
-    if gpus:
-        return gpus, 1.0, max(0.1, min(1.0, (cpus - 0.5) / gpus)), 1
-    cpus_per_actor = max(0.1, cpus - 0.5)
-    return 1, 0.0, cpus_per_actor, max(1, round(cpus_per_actor))
+    def part_name(self, items: list[dict]) -> str:
+        from pipelines.engine.actors import part_name
+
+        return part_name("iqa-" + "-".join(sorted(self.metrics)), [self.key(i) for i in items])
 
 
 def score_images(rows: list[dict], metrics: list[str], weights_dir: str | None, run_id: str, root: str,
-                 short_side: int = IQA_SHORT_SIDE, batch_size: int = IQA_BATCH_SIZE) -> int:
-    """Score ``rows`` ({image_id, path}) with every metric on a Ray actor pool; returns rows written."""
+                 short_side: int = IQA_SHORT_SIDE, batch_size: int = IQA_BATCH_SIZE, limits=None) -> int:
+    """Score ``rows`` ({image_id, path}) with every metric on the engine's actor pool; returns rows written."""
+    from pipelines.engine.actors import PoolOptions, plan_actor_pool
+    from pipelines.engine.executor import Plan, run_stage
     from pipelines.engine.runtime import Settings, init_ray
+    from pipelines.engine.stage import Limits
 
     check_metrics(metrics, weights_dir)
     if not rows:
         return 0
     init_ray(Settings(root=root))  # reuses the running Ray (ingest's, or a test's)
-    import ray
-
-    work = pa.table({"image_id": [r["image_id"] for r in rows], "path": [r["path"] for r in rows]})
-    actors, gpus, cpus, threads = _actor_pool()
-    blocks = [work.slice(start, batch_size) for start in range(0, len(work), batch_size)]
-    ds = ray.data.from_arrow(blocks).map_batches(
-        IqaScorer,
-        fn_constructor_kwargs={"metrics": list(dict.fromkeys(metrics)), "weights_dir": weights_dir,
-                               "run_id": run_id, "root": root, "short_side": short_side, "torch_threads": threads},
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=batch_size,  # required by Ray whenever num_gpus is given, even 0
-        batch_format="numpy",
-        num_gpus=gpus,
-        num_cpus=cpus,
-    )
-    return sum(len(out["image_id"]) for out in ds.iter_batches(batch_size=None, batch_format="numpy"))
+    pool = plan_actor_pool(PoolOptions(batch_size=batch_size, part_rows=batch_size))
+    stage = IqaStage(metrics, weights_dir, run_id, short_side, pool.torch_threads, batch_size)
+    work = [{"image_id": r["image_id"], "path": r["path"]} for r in rows]
+    stats = run_stage(stage, work, root, run_id, Plan(part_items=batch_size, limits=limits or Limits(), pool=pool),
+                      show_progress=False)
+    return stats.rows

@@ -1,32 +1,27 @@
 """`supir-data shard`: accepted images (+ negatives, + latest captions) → WebDataset tars for the trainer.
 
-The driver plans every shard (pipelines/shard/plan.py); one Ray task per shard runs
-:func:`write_shard`, a pure function of (plan, config) that writes ``NAME-{split}-{000000}.tar`` under
-a temporary name, renames it, and writes its `shards` row. Tar headers carry fixed mtime/owner and
-members come in sorted order, so the same catalog + seed give byte-identical tars on any worker count.
-A shard whose plan digest, file and size match the catalog is skipped (resume at shard granularity).
+The driver plans every shard (pipelines/shard/plan.py); the engine runs the shard stage
+(pipelines/shard/stage.py), one job per shard, which writes ``NAME-{split}-{000000}.tar`` atomically
+and its `shards` row. A shard whose tar is at the target path with the recorded plan digest, size and
+SHA-256 is reused; the manifest lists exactly the tars that exist.
 """
 
-import hashlib
 import json
 import os
 import re
-import tarfile
 import uuid
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import click
-import cv2
 
 from catalogs.catalog import Catalog
-from catalogs.lake import list_parts, write_part
-from pipelines.engine.runtime import Settings, cluster_cpus, init_ray, progress, tune_malloc
-from pipelines.engine.sources import read_bytes
+from catalogs.lake import list_parts
+from pipelines.engine.executor import Plan, run_stage
+from pipelines.engine.options import limit_options, make_limits
+from pipelines.engine.runtime import Settings, init_ray
+from pipelines.engine.stage import Limits
 from pipelines.shard.plan import (
     GT_FORMATS,
-    SamplePlan,
     ShardConfig,
     ShardPlan,
     brace_pattern,
@@ -35,126 +30,12 @@ from pipelines.shard.plan import (
     parse_weights,
     select_samples,
 )
-from pipelines.shard.sample import SampleSkipped, make_sample
+from pipelines.shard.stage import ShardStage, _read, is_done, write_shard  # noqa: F401 - re-exported
+from pipelines.shard.tar import ShardTar  # noqa: F401 - re-exported
 from schemas.errors import ConfigError
-from schemas.runs import new_run_id, utc_now
+from schemas.runs import new_run_id
 from schemas.sample import SAMPLE_SPEC_VERSION, SPLITS, manifest_name
 from schemas.tables import QUALITY_SIGNALS
-
-TAR_MTIME = 0  # fixed header fields: webdataset's TarWriter stamps "now" unless told (not reproducible)
-TAR_OWNER = "supir"
-
-
-class ShardTar:
-    """Writes samples as tar members byte-for-byte like webdataset's ``TarWriter(encoder=False, mtime=0,
-    user="supir", group="supir")`` (tested), but straight to the file: no 10 KB re-chunking by tarfile's
-    stream, and a helper thread writes and hashes (both release the GIL) while the next sample is built.
-    """
-
-    def __init__(self, fh):
-        self.fh, self.sha256, self.size = fh, hashlib.sha256(), 0
-        self._pool = ThreadPoolExecutor(max_workers=1)  # one worker: chunks stay in order
-        self._pending: deque[Future] = deque()
-
-    def _drain(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self.fh.write(chunk)
-            self.sha256.update(chunk)
-
-    def _emit(self, chunks: list[bytes]) -> None:
-        self.size += sum(len(c) for c in chunks)
-        self._pending.append(self._pool.submit(self._drain, chunks))
-        if len(self._pending) > 8:  # bound memory: a few samples in flight
-            self._pending.popleft().result()
-
-    def write(self, sample: dict) -> None:
-        """One sample: members in sorted order (webdataset's), fixed header fields (reproducible)."""
-        chunks = []
-        for ext in sorted(k for k in sample if not k.startswith("_")):
-            data = sample[ext]
-            info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
-            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), TAR_MTIME, 0o444, TAR_OWNER, TAR_OWNER
-            chunks += [info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), data]
-            if len(data) % tarfile.BLOCKSIZE:
-                chunks.append(tarfile.NUL * (tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
-        self._emit(chunks)
-
-    def close(self) -> None:
-        """End-of-archive blocks padded to the record size (as tarfile does), then wait for the writes."""
-        end = 2 * tarfile.BLOCKSIZE
-        self._emit([tarfile.NUL * (end + (-(self.size + end)) % tarfile.RECORDSIZE)])
-        self.abort()
-
-    def abort(self) -> None:
-        try:
-            while self._pending:
-                self._pending.popleft().result()  # re-raises a write error
-        finally:
-            self._pool.shutdown()
-
-
-# -- one shard (the per-unit pure function) ---------------------------------------------------------
-
-
-def _read(sample: SamplePlan) -> bytes:
-    try:
-        return read_bytes(sample.path)
-    except OSError as exc:  # fsspec raises FileNotFoundError (an OSError) for missing keys too
-        raise SampleSkipped("missing_file", f"{sample.path}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # an unknown URL scheme, a NUL in a path...
-        raise SampleSkipped("unreadable", f"{sample.path}: {exc}") from None
-
-
-def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "") -> dict:
-    """Write one planned shard atomically; return its `shards` row plus per-sample counters.
-
-    With ``root`` the row is also written as a lake part named after the shard (a retry replaces it).
-    """
-    cv2.setNumThreads(1)  # one task per core: the parallelism is Ray's
-    tune_malloc()  # image-sized buffers stay on the heap (see pipelines.engine.runtime.tune_malloc)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / plan.shard
-    tmp = out / f".{plan.shard}.tmp-{uuid.uuid4().hex[:8]}"
-    written, skipped, sources = 0, {}, {}
-    try:
-        with open(tmp, "wb") as fh:
-            tar = ShardTar(fh)
-            try:
-                for sample in plan.samples:
-                    try:
-                        tar.write(make_sample(cfg, sample, _read(sample)))
-                    except SampleSkipped as exc:
-                        skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
-                        continue
-                    written += 1
-                    group = "negatives" if sample.is_negative else (sample.source or "?")
-                    sources[group] = sources.get(group, 0) + 1
-            except BaseException:
-                tar.abort()
-                raise
-            tar.close()
-            fh.flush()
-            os.fsync(fh.fileno())
-        if tar.size > cfg.max_size:  # the planner's bound is meant to make this impossible
-            raise RuntimeError(f"{plan.shard}: {tar.size} bytes > --max-size {cfg.max_size}; size bound too low")
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed task leaves no half shard behind
-        raise
-    os.replace(tmp, final)
-    row = {
-        "shard": plan.shard, "name": plan.name, "split": plan.split, "path": str(final.resolve()),
-        "samples": written, "bytes": tar.size, "sha256": tar.sha256.hexdigest(), "run_id": run_id,
-        "created_at": utc_now(), "plan_digest": plan.digest,
-    }  # fmt: skip
-    if root is not None:
-        write_part(root, "shards", [row], name=_part_name(plan.shard))
-    return {"row": row, "skipped": skipped, "sources": sources}
-
-
-def _part_name(shard: str) -> str:
-    return "shard-" + shard.removesuffix(".tar")
-
 
 # -- the driver ------------------------------------------------------------------------------------
 
@@ -199,13 +80,6 @@ def _done_shards(catalog: Catalog, name: str) -> dict[str, dict]:
     return {r["shard"]: r for r in rows}
 
 
-def _is_done(plan: ShardPlan, row: dict | None) -> bool:
-    if row is None or row.get("plan_digest") != plan.digest:
-        return False
-    path = Path(row["path"])
-    return path.exists() and path.stat().st_size == row["bytes"]
-
-
 def _remove_stale(root: Path, out: Path, name: str, keep: set[str]) -> list[str]:
     """Tars of an earlier plan under the same name (e.g. more shards before) and their rows go."""
     removed = []
@@ -221,6 +95,10 @@ def _remove_stale(root: Path, out: Path, name: str, keep: set[str]) -> list[str]
 
 
 def write_manifest(out: Path, cfg: ShardConfig, rows: list[dict], report: dict) -> Path:
+    """The shard set's manifest: only tars that exist in ``out`` (with their size and SHA-256)."""
+    missing = [r["shard"] for r in rows if not (out / r["shard"]).is_file()]
+    if missing:
+        raise RuntimeError(f"refusing to list tars that are not in {out}: {', '.join(missing)}")
     splits = {}
     for split in SPLITS:
         mine = sorted((r for r in rows if r["split"] == split), key=lambda r: r["shard"])
@@ -241,49 +119,36 @@ def write_manifest(out: Path, cfg: ShardConfig, rows: list[dict], report: dict) 
     return path
 
 
-def run_shard(settings: Settings, cfg: ShardConfig, out_dir: str | None = None) -> dict:
-    """Plan, write the shards that are not done on Ray, register rows, write the manifest; returns it."""
-    import ray
-
+def run_shard(settings: Settings, cfg: ShardConfig, out_dir: str | None = None, limits: Limits | None = None) -> dict:
+    """Plan, write (or reuse) every shard on the engine, register rows, write the manifest; returns it."""
     catalog = Catalog(settings.root)
     catalog.refresh()  # pick up rows of shards a crashed run finished
-    out = Path(out_dir) if out_dir else catalog.root / "shards"
+    out = (Path(out_dir) if out_dir else catalog.root / "shards").resolve()
     out.mkdir(parents=True, exist_ok=True)
     plans, report = plan_from_catalog(catalog, cfg)
     if not plans:
         raise ConfigError("no accepted images to shard (run `supir-data ingest` first, or check --gt-size)")
     done = _done_shards(catalog, cfg.name)
-    todo = [p for p in plans if not _is_done(p, done.get(p.shard))]
     report["stale_removed"] = _remove_stale(catalog.root, out, cfg.name, {p.shard for p in plans})
     run_id = new_run_id("shard")
     catalog.record_run(run_id, "shard", cfg.content() | {"name": cfg.name, "out": str(out)})
-    todo_names = {p.shard for p in todo}
-    results = {p.shard: {"row": done[p.shard], "skipped": {}, "sources": {}} for p in plans if p.shard not in todo_names}
-    if todo:
-        init_ray(settings)
-        task = ray.remote(num_cpus=1)(write_shard)
-        cfg_ref, pending = ray.put(cfg), []
-        queue, limit = list(todo), 2 * cluster_cpus()
-        with progress("shard", written="0") as bar:
-            job = bar.add_task("shards", total=len(todo), written="0")
-            while queue or pending:
-                while queue and len(pending) < limit:
-                    plan = queue.pop(0)
-                    pending.append(task.remote(plan, cfg_ref, str(out), str(catalog.root), run_id))
-                ready, pending = ray.wait(pending, num_returns=1)
-                result = ray.get(ready[0])
-                results[result["row"]["shard"]] = result
-                bar.update(job, advance=1, written=str(sum(r["row"]["samples"] for r in results.values())))
+    init_ray(settings)
+    stage = ShardStage(cfg, str(out), run_id)
+    work = [{"plan": p, "done": done.get(p.shard)} for p in plans]
+    stats = run_stage(stage, work, str(catalog.root), run_id, Plan(part_items=1, limits=limits or Limits()))
     catalog.refresh()
-    rows = [results[p.shard]["row"] for p in plans]
-    report.update(_summary(plans, results, len(todo)))
+    results = {r["shard"]: {"row": r, "skipped": r["skipped"], "sources": r["sources"]} for r in stats.collected}
+    rows = [results[p.shard]["row"] for p in plans if p.shard in results]
+    written = stats.outcomes.get("written", 0)
+    report.update(_summary(plans, results, written))
+    report["failed_shards"] = sorted(p.shard for p in plans if p.shard not in results)
     write_manifest(out, cfg, rows, report)
-    return {"rows": rows, "report": report, "manifest": str(out / manifest_name(cfg.name)), "written": len(todo)}
+    return {"rows": rows, "report": report, "manifest": str(out / manifest_name(cfg.name)), "written": written}
 
 
 def _summary(plans: list[ShardPlan], results: dict, n_written: int) -> dict:
     """Planned vs written mix per split: source shares and the negatives fraction actually reached."""
-    out = {"shards_written": n_written, "shards_skipped": len(plans) - n_written, "skipped_samples": {}, "splits": {}}
+    out = {"shards_written": n_written, "shards_skipped": len(results) - n_written, "skipped_samples": {}, "splits": {}}
     for result in results.values():
         for reason, n in result["skipped"].items():
             out["skipped_samples"][reason] = out["skipped_samples"].get(reason, 0) + n
@@ -294,7 +159,7 @@ def _summary(plans: list[ShardPlan], results: dict, n_written: int) -> dict:
             group = "negatives" if s.is_negative else (s.source or "?")
             groups[group] = groups.get(group, 0) + 1
         total = len(samples)
-        written = sum(results[p.shard]["row"]["samples"] for p in plans if p.split == split)
+        written = sum(results[p.shard]["row"]["samples"] for p in plans if p.split == split and p.shard in results)
         out["splits"][split] = {
             "planned": total,
             "written": written,
@@ -307,24 +172,28 @@ def _summary(plans: list[ShardPlan], results: dict, n_written: int) -> dict:
 # -- the command -----------------------------------------------------------------------------------
 
 @click.command("shard")
-@click.option("--name", default="supir", show_default=True, help="Shard set name: NAME-{split}-{000000}.tar.")
+@click.option("--name", default=ShardConfig.name, show_default=True, help="Shard set name: NAME-{split}-{000000}.tar.")
 @click.option("--out", "out_dir", default=None, help="Output folder [default: ROOT/shards].")
-@click.option("--gt-size", default=1024, show_default=True, help="GT side in pixels (square); 0 keeps whole images.")
-@click.option("--crop", type=click.Choice(["center", "random"]), default="center", show_default=True)
-@click.option("--resize/--no-resize", default=True, show_default=True, help="Resize the short side to --gt-size (else a native-resolution crop).")
-@click.option("--gt-format", type=click.Choice(sorted(GT_FORMATS)), default="png", show_default=True, help="Format of re-encoded GTs.")
-@click.option("--gt-quality", default=95, show_default=True, help="Quality of jpg/webp GTs.")
-@click.option("--preset", default="supir", show_default=True, help="Degradation preset of the LQ.")
-@click.option("--lq", type=click.Choice(["precomputed", "none"]), default="precomputed", show_default=True, help="none: the reader degrades on the fly.")
+@click.option("--gt-size", default=ShardConfig.gt_size, show_default=True, help="GT side in pixels (square); 0 keeps whole images.")
+@click.option("--crop", type=click.Choice(["center", "random"]), default=ShardConfig.crop, show_default=True)
+@click.option("--resize/--no-resize", default=ShardConfig.resize, show_default=True, help="Resize the short side to --gt-size (else a native-resolution crop).")
+@click.option("--gt-format", type=click.Choice(sorted(GT_FORMATS)), default=ShardConfig.gt_format, show_default=True, help="Format of re-encoded GTs.")
+@click.option("--gt-quality", default=ShardConfig.gt_quality, show_default=True, help="Quality of jpg/webp GTs.")
+@click.option("--preset", default=ShardConfig.preset, show_default=True, help="Degradation preset of the LQ.")
+@click.option("--lq", type=click.Choice(["precomputed", "none"]), default=ShardConfig.lq, show_default=True, help="none: the reader degrades on the fly.")
 @click.option("--max-size", default="1GB", show_default=True, help="Upper bound of a shard's size.")
-@click.option("--max-count", default=10000, show_default=True, help="Samples per shard at most.")
-@click.option("--val-fraction", default=0.005, show_default=True, help="Share of image ids in the val split.")
+@click.option("--max-count", default=ShardConfig.max_count, show_default=True, help="Samples per shard at most.")
+@click.option("--val-fraction", default=ShardConfig.val_fraction, show_default=True, help="Share of image ids in the val split.")
 @click.option("--negatives-fraction", type=float, default=None, help="Target share of negative samples [default: all negatives once].")
 @click.option("--source-weight", multiple=True, help="SRC=W: per-image inclusion rate of a source (0 drops, 2 repeats).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=ShardConfig.seed, show_default=True)
+@click.option("--text-encoder", default=ShardConfig.text_encoder,
+              help="SDXL diffusers folder: store each sample's text embeddings (txtemb/txtpool) for data.cached_text.")
+@limit_options()
 @click.pass_obj
 def shard_command(settings: Settings, name, out_dir, gt_size, crop, resize, gt_format, gt_quality, preset, lq,
-                  max_size, max_count, val_fraction, negatives_fraction, source_weight, seed):  # fmt: skip
+                  max_size, max_count, val_fraction, negatives_fraction, source_weight, seed, text_encoder,
+                  item_seconds, worker_memory):  # fmt: skip
     """Write WebDataset shards of (GT, LQ, caption, meta) samples that SUPIR trains on directly."""
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ConfigError(f"--name {name!r}: use letters, digits and underscores (it starts every shard file name)")
@@ -332,8 +201,9 @@ def shard_command(settings: Settings, name, out_dir, gt_size, crop, resize, gt_f
         name=name, gt_size=gt_size, crop=crop, resize=resize, gt_format=gt_format, gt_quality=gt_quality,
         preset=preset, lq=lq, max_size=parse_size(max_size), max_count=max_count, val_fraction=val_fraction,
         negatives_fraction=negatives_fraction, source_weights=parse_weights(source_weight), seed=seed,
+        text_encoder=text_encoder,
     )  # fmt: skip
-    result = run_shard(settings, cfg, out_dir)
+    result = run_shard(settings, cfg, out_dir, make_limits(item_seconds, worker_memory))
     report = result["report"]
     for split, stats in report["splits"].items():
         shares = ", ".join(f"{g} {v:.1%}" for g, v in stats["shares"].items()) or "-"
@@ -342,4 +212,6 @@ def shard_command(settings: Settings, name, out_dir, gt_size, crop, resize, gt_f
         click.echo(f"skipped: {report['skipped_samples']} too_small (not planned): {report['too_small']}")
     if report["unknown_sources"]:
         click.echo(f"warning: --source-weight names unknown sources: {', '.join(report['unknown_sources'])}")
+    if report["failed_shards"]:
+        click.echo(f"failed (see the `failures` table): {', '.join(report['failed_shards'])}")
     click.echo(f"{report['shards_written']} shards written, {report['shards_skipped']} already done; manifest: {result['manifest']}")

@@ -42,6 +42,7 @@ class ShardConfig:
     negatives_fraction: float | None = None  # None: every negative once
     source_weights: tuple[tuple[str, float], ...] = ()  # per-image inclusion rate per source; default 1
     seed: int = 0
+    text_encoder: str | None = None  # SDXL diffusers folder: cache the training prompt's text embeddings
 
     def __post_init__(self):
         if self.gt_size < 0 or self.crop not in ("center", "random") or self.lq not in ("precomputed", "none"):

@@ -115,6 +115,14 @@ def make_sample(cfg: ShardConfig, sample: SamplePlan, data: bytes) -> dict:
         "original_size": original,
         "spec_version": SAMPLE_SPEC_VERSION,
     }
+    if cfg.text_encoder:  # cached text conditioning for the trainer (supir/text_cache.py)
+        from supir.prompts import training_prompt
+        from supir.text_cache import cached_text_members
+
+        text_members, meta["text_encoder"] = cached_text_members(
+            cfg.text_encoder, training_prompt(sample.caption, sample.is_negative)
+        )
+        members.update(text_members)
     members[TEXT_MEMBER] = sample.caption.encode("utf-8")
     members[META_MEMBER] = json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     return members

@@ -1,6 +1,6 @@
 """`supir-data verify`: are these shards exactly what `shard` wrote, complete, and decodable?
 
-Per tar (one Ray task each, :func:`verify_tar` is the pure function): the SHA-256 and size against
+Per tar (one engine job each, :func:`verify_tar` is the pure function): the SHA-256 and size against
 the manifest, the tar reads to its end, samples are contiguous with valid keys, every sample has one
 GT, txt, json (with every spec field) and lq.png when the shard set was written with it, and every
 image decodes (LQ at the GT's size). Problems are listed and the command exits 1.
@@ -16,8 +16,11 @@ import click
 import cv2
 import numpy as np
 
-from pipelines.engine.runtime import Settings, init_ray, progress
+from pipelines.engine.executor import Plan, run_stage
+from pipelines.engine.runtime import Settings, init_ray
+from pipelines.engine.stage import Stage
 from schemas.errors import ConfigError
+from schemas.runs import new_run_id
 from schemas.sample import (
     GT_MEMBERS,
     LQ_MEMBER,
@@ -157,22 +160,29 @@ def _targets_from_tars(tars: tuple[str, ...]) -> list[tuple[str, dict | None, bo
     return [(t, *known.get(str(Path(t).resolve()), (None, None))) for t in tars]
 
 
-def run_verify(settings: Settings, targets: list[tuple[str, dict | None, bool | None]]) -> list[dict]:
-    import ray
+class VerifyStage(Stage):
+    """Items: ``{"path", "entry", "expect_lq"}``; rows: :func:`verify_tar` results, sent back, not stored."""
 
+    name = "verify"
+    collect = True
+
+    def process_item(self, item: dict) -> dict:
+        return verify_tar(item["path"], item["entry"], item["expect_lq"])
+
+    def failure_row(self, item: dict, reason: str, detail: str) -> dict:
+        return {"path": str(item["path"]), "samples": 0, "problems": [f"{Path(item['path']).name}: {reason}: {detail}"]}
+
+    def outcome(self, row: dict | None) -> str:
+        return "problem" if row and row["problems"] else "ok"
+
+
+def run_verify(settings: Settings, targets: list[tuple[str, dict | None, bool | None]]) -> list[dict]:
     if not targets:
         raise ConfigError("nothing to verify: the manifest lists no shards")
     init_ray(settings)
-    task = ray.remote(num_cpus=1)(verify_tar)
-    pending = [task.remote(path, entry, expect_lq) for path, entry, expect_lq in targets]
-    results = []
-    with progress("verify") as bar:
-        job = bar.add_task("shards", total=len(pending))
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            results.append(ray.get(ready[0]))
-            bar.update(job, advance=1)
-    return sorted(results, key=lambda r: r["path"])
+    work = [{"path": path, "entry": entry, "expect_lq": expect_lq} for path, entry, expect_lq in targets]
+    stats = run_stage(VerifyStage(), work, settings.root, new_run_id("verify"), Plan(part_items=1), save_stats=False)
+    return sorted(stats.collected, key=lambda r: r["path"])
 
 
 @click.command("verify")

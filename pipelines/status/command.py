@@ -50,16 +50,33 @@ def render_status(rows: list[dict], console: Console) -> None:
     console.print(table)
 
 
+def render_stage_runs(runs: list[dict], console: Console) -> None:
+    table = Table(title="last run of each stage")
+    for col in ("stage", "run", "items", "rows", "outcomes", "seconds", "finished"):
+        table.add_column(col, justify="right" if col in ("items", "rows", "seconds") else "left")
+    for r in runs:
+        outcomes = ", ".join(f"{k}={v}" for k, v in sorted(r["outcomes"].items(), key=lambda kv: (-kv[1], kv[0])))
+        table.add_row(r["stage"], r["run_id"], str(r["items"]), str(r["rows"]), outcomes, f"{r['seconds']:.1f}",
+                      f"{r['finished_at']:%Y-%m-%d %H:%M:%S}")
+    console.print(table)
+
+
 @click.command("status")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
 def status_command(settings, fmt):
-    """Per-source counts: seen, accepted, rejected by reason."""
-    rows = status_rows(Catalog(settings.root))
+    """Per-source counts (seen, accepted, rejected by reason) and the last run of each stage."""
+    from pipelines.engine.stats import last_runs
+
+    catalog = Catalog(settings.root)
+    rows, runs = status_rows(catalog), last_runs(catalog)
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"sources": rows, "last_runs": runs}, indent=2, default=str))
     else:
-        render_status(rows, Console())
+        console = Console()
+        render_status(rows, console)
+        if runs:
+            render_stage_runs(runs, console)
 
 
 @click.command("query")
@@ -74,7 +91,7 @@ def query_command(settings, sql, fmt, limit):
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
     elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # like DuckDB's CLI, not the csv module's \r\n
         writer.writerow(result.column_names)
         for r in rows:
             writer.writerow([r[c] for c in result.column_names])

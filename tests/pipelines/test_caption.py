@@ -8,7 +8,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import skimage.data
@@ -19,7 +18,6 @@ from catalogs.catalog import Catalog
 from catalogs.lake import list_parts
 from pipelines.caption.command import (
     MAX_AUTO_BATCH,
-    CaptionActor,
     CaptionConfig,
     auto_batch_size,
     caption_images,
@@ -30,7 +28,11 @@ from pipelines.caption.command import (
     processor_min_side,
     repeated_tail,
 )
+from pipelines.caption.stage import CaptionStage
 from pipelines.engine.actors import load_rgb
+from pipelines.engine.isolation import JobContext
+from pipelines.engine.stage import Limits
+from pipelines.engine.worker import run_job
 from schemas.errors import ConfigError, MissingWeightsError
 from supir.prompts import CAPTION_PROMPT
 from tests.scan_rows import register_scans, scan_row
@@ -168,16 +170,18 @@ def test_kv_cache_estimate_matches_the_cache_generate_builds(tiny_models):
 
 @one_thread()
 def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, tiny_models):
+    """The engine's one OOM fallback, on the caption stage in this process (no Ray)."""
     rows = make_catalog(tmp_path, 5)
     cfg = CaptionConfig(model=str(tiny_models["llava"]), max_new_tokens=12)
-    actor = CaptionActor(vars(cfg), str(tmp_path / "root"), "run-oom", torch_threads=1, batch_size=0)
-    assert actor.batch_size == 8  # automatic, on CPU
-    side = processor_min_side(actor.processor)
-    batch = {"image_id": [r["image_id"] for r in rows], "path": [r["path"] for r in rows],
-             "image": [np.asarray(load_rgb(r["path"], side)) for r in rows], "error": [""] * 5}  # fmt: skip
-    expected = caption_images(actor.model, actor.processor, [Image.fromarray(i) for i in batch["image"]], cfg)
+    stage = CaptionStage(cfg, "run-oom", torch_threads=1, batch_size=0)
+    stage.setup()
+    assert stage.batch_size == 8  # automatic, on CPU
+    stage.min_side = processor_min_side(stage.processor)
+    items = [stage.prepare({"image_id": r["image_id"], "path": r["path"]}) for r in rows]
+    images = [Image.fromarray(i["image"]) for i in items]
+    expected = caption_images(stage.model, stage.processor, images, cfg)
 
-    generate = actor.model.generate
+    generate = stage.model.generate
     calls = []
 
     def small_gpu(**inputs):  # a GPU that holds 2 images per call
@@ -187,21 +191,23 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, tiny_models)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return generate(**inputs)
 
-    actor.model.generate = small_gpu
-    summary = actor(batch)
-    assert list(summary["flag"]) == [g.flag or "" for g in expected]
-    assert actor.batch_size == 2 and calls[0] == (5, False)
+    stage.model.generate = small_gpu
+    root = tmp_path / "root"
+    ctx = JobContext(str(root), "run-oom", "job1", str(tmp_path / "notes"), Limits())
+    summary = run_job(stage, items, ctx, prepared=True)
+    flags = [g.flag or "captioned" for g in expected]
+    assert summary["counters"] == {f: flags.count(f) for f in set(flags)}
+    assert stage.batch_size == 2 and calls[0] == (5, False)
     assert sum(n for n, ok in calls if ok) == 5  # every image captioned exactly once
-    (part,) = list_parts(tmp_path / "root", "captions")
+    (part,) = list_parts(root, "captions")
     assert pq.read_table(part).column("caption").to_pylist() == [g.caption for g in expected]
 
     # The next call chunks by the smaller size from the start: no second out-of-memory.
     calls.clear()
-    actor.batch_size = 4  # as if the GPU had been sized for 4
-    more = {k: list(v) * 2 for k, v in batch.items()}  # 10 images, in one actor call
-    more["image_id"] = [f"{i}-{k}" for k, i in enumerate(more["image_id"])]
-    assert len(actor(more)["flag"]) == 10
-    assert [ok for _, ok in calls].count(False) == 1 and actor.batch_size == 2
+    stage.batch_size = 4  # as if the GPU had been sized for 4
+    more = [{**item, "image_id": f"{item['image_id']}-{k}"} for k, item in enumerate(items * 2)]
+    assert run_job(stage, more, ctx, prepared=True)["rows"] == 10
+    assert [ok for _, ok in calls].count(False) == 1 and stage.batch_size == 2
 
 
 def test_degenerate_generations_are_flagged():

@@ -117,8 +117,8 @@ def test_query_cli_refuses_writes_and_status_counts(tmp_path, run_cli):
     with pytest.raises(SystemExit) as info:
         main(["--root", str(tmp_path), "query", "DELETE FROM scans"])
     assert info.value.code == 2
-    out = run_cli(tmp_path, "query", "SELECT 41 + 1 AS answer", "--format", "csv").output
-    assert out.splitlines() == ["answer", "42"]
+    out = run_cli(tmp_path, "query", "SELECT 41 + 1 AS answer, 'a,b' AS s", "--format", "csv").output
+    assert out == 'answer,s\n42,"a,b"\n'  # \n like DuckDB's CLI, not the csv module's \r\n
 
 
 def test_kill_mid_run_then_resume_equals_uninterrupted(tmp_path, ray_cluster, run_cli):

@@ -152,6 +152,26 @@ def test_rerun_is_idempotent_and_resumes_a_missing_shard(sharded, run_cli):
     assert json.loads((root / "shards" / "supir.manifest.json").read_text())["splits"] == manifest["splits"]
 
 
+def test_same_name_in_another_folder_writes_the_tars_there(sharded, tmp_path, run_cli):
+    """A shard counts as done only where its tar is, with the recorded size and SHA-256."""
+    root, manifest, _, _ = sharded
+    before = {p.name: _sha(p) for p in (root / "shards").glob("*.tar")}
+    out = tmp_path / "copy"
+    result = run_cli(root, "shard", *SHARD_ARGS, "--out", out)
+    assert f"{len(before)} shards written, 0 already done" in result.output
+    assert {p.name: _sha(p) for p in out.glob("*.tar")} == before
+    listed = json.loads((out / "supir.manifest.json").read_text())
+    assert all((out / e["path"]).is_file() for split in listed["splits"].values() for e in split["shards"])
+
+    victim = out / "supir-train-000000.tar"
+    victim.write_bytes(victim.read_bytes()[:-1] + b"x")  # same size, other bytes
+    result = run_cli(root, "shard", *SHARD_ARGS, "--out", out)
+    assert f"1 shards written, {len(before) - 1} already done" in result.output
+    assert _sha(victim) == before[victim.name]
+    run_cli(root, "shard", *SHARD_ARGS)  # back home: the catalog's rows point at ROOT/shards again
+    shutil.rmtree(out)
+
+
 def test_same_catalog_and_seed_give_identical_bytes_whatever_the_worker_count(sharded, tmp_path):
     """Ray (2 workers, any order) vs the pure writer run in this process in reverse order."""
     root, manifest, _, _ = sharded

@@ -1,0 +1,111 @@
+"""What runs inside a Ray worker: one unit of work (a job) of a stage, isolated item by item.
+
+A job is prepared, processed, checked against the table and written as one part (deterministic
+name: a retried job replaces its part). It returns a small summary to the driver: counters per
+outcome, rows written, and the rows themselves for stages that collect them.
+"""
+
+from catalogs.lake import write_part
+from pipelines.engine.isolation import (
+    FAILED,
+    Failures,
+    ItemWatch,
+    JobContext,
+    conforming_rows,
+    memory_limit,
+    prepare_items,
+    process_items,
+)
+from pipelines.engine.runtime import tune_malloc
+from pipelines.engine.stage import Stage
+from schemas.runs import utc_now
+
+
+def run_job(stage: Stage, items: list[dict], ctx: JobContext, prepared: bool = False) -> dict:
+    """Prepare (unless done ahead), process and write one job; never raises for an item's sake."""
+    if not stage.uses_actors:
+        tune_malloc()  # image-sized buffers stay on the heap (see runtime.tune_malloc)
+    failures = Failures()
+    watch = ItemWatch(ctx)
+    try:
+        with memory_limit(ctx.memory_bytes if stage.limit_memory and not stage.uses_actors else None):
+            if not prepared:
+                items = prepare_items(stage, items, watch)
+            rows = process_items(stage, items, watch, failures)
+    finally:
+        watch.close()
+    return finish_job(stage, items, rows, failures, ctx)
+
+
+def prepare_job(stage: Stage, items: list[dict], ctx: JobContext) -> list[dict]:
+    """The CPU step ahead of a model actor (decoding), under the same watch and memory limit."""
+    tune_malloc()
+    watch = ItemWatch(ctx)
+    try:
+        with memory_limit(ctx.memory_bytes if stage.limit_memory else None):
+            return prepare_items(stage, items, watch)
+    finally:
+        watch.close()
+
+
+def finish_job(stage: Stage, items: list[dict], rows: list, failures: Failures, ctx: JobContext) -> dict:
+    """Check rows against the table, write the part (and the failures part), count outcomes."""
+    counters: dict[str, int] = {}
+    good = [r for row in rows for r in (row if isinstance(row, list) else [row]) if r is not None]
+    if stage.table:
+        good, orphans = conforming_rows(stage, stage.table, items, rows)
+        failures.extend(orphans)
+    for row in good:
+        key = stage.outcome(row)
+        counters[key] = counters.get(key, 0) + 1
+    for _, reason, _ in failures:
+        counters[reason] = counters.get(reason, 0) + 1
+    written = 0
+    if stage.table and good:
+        write_part(ctx.root, stage.table, good, name=stage.part_name(items))
+        written = len(good)
+    if failures:
+        now = utc_now()
+        records = [
+            {"stage": stage.name, "key": stage.key(item), "reason": reason, "detail": detail,
+             "run_id": ctx.run_id, "created_at": now}
+            for item, reason, detail in failures
+        ]  # fmt: skip
+        write_part(ctx.root, "failures", _printable(records), name=stage.part_name(items))
+    summary = {"items": len(items), "rows": written, "counters": counters}
+    if stage.collect:
+        summary["rows_out"] = [_without_arrays(r) for r in good]
+    return summary
+
+
+def record_failure(stage: Stage, item: dict, reason: str, detail: str, ctx: JobContext) -> dict:
+    """The driver's side: an item whose worker died (crashed) or was stopped (timeout) gets its row."""
+    failures = Failures()
+    row = failures.row(stage, {k: v for k, v in item.items() if k != FAILED}, reason, detail)
+    return finish_job(stage, [item], [row], failures, ctx)
+
+
+def _printable(records: list[dict]) -> list[dict]:
+    """Keys (paths) with undecodable bytes must not stop the failures part: escape them."""
+    for r in records:
+        for k in ("key", "detail"):
+            r[k] = r[k].encode("utf-8", "backslashreplace").decode("utf-8") if r[k] else r[k]
+    return records
+
+
+def _without_arrays(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not hasattr(v, "__array__")}
+
+
+class EngineActor:
+    """A model replica: the stage's ``setup`` runs once, then jobs arrive already prepared."""
+
+    def __init__(self, stage: Stage):
+        stage.setup()
+        self.stage = stage
+
+    def run(self, items: list[dict], ctx: JobContext) -> dict:
+        return run_job(self.stage, items, ctx, prepared=True)
+
+    def ready(self) -> bool:
+        return True

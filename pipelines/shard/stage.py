@@ -1,0 +1,134 @@
+"""The shard stage: one planned shard → one tar (temp name, then rename) and its `shards` row.
+
+:func:`write_shard` is a pure function of (plan, config): tar headers carry fixed mtime/owner and
+members come in sorted order, so the same catalog + seed give byte-identical tars on any worker
+count. A sample that cannot be made is skipped and counted by reason; a shard already at its target
+path with the recorded size and SHA-256 is reused, not rewritten.
+"""
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import cv2
+
+from catalogs.lake import write_part
+from pipelines.engine.runtime import tune_malloc
+from pipelines.engine.sources import read_bytes
+from pipelines.engine.stage import Stage
+from pipelines.shard.plan import SamplePlan, ShardConfig, ShardPlan
+from pipelines.shard.sample import SampleSkipped, make_sample
+from pipelines.shard.tar import ShardTar
+from schemas.runs import utc_now
+
+
+def _read(sample: SamplePlan) -> bytes:
+    try:
+        return read_bytes(sample.path)
+    except OSError as exc:  # fsspec raises FileNotFoundError (an OSError) for missing keys too
+        raise SampleSkipped("missing_file", f"{sample.path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an unknown URL scheme, a NUL in a path...
+        raise SampleSkipped("unreadable", f"{sample.path}: {exc}") from None
+
+
+def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "") -> dict:
+    """Write one planned shard atomically; return its `shards` row plus per-sample counters.
+
+    With ``root`` the row is also written as a lake part named after the shard (a retry replaces it).
+    """
+    cv2.setNumThreads(1)  # one task per core: the parallelism is Ray's
+    tune_malloc()  # image-sized buffers stay on the heap (see pipelines.engine.runtime.tune_malloc)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / plan.shard
+    tmp = out / f".{plan.shard}.tmp-{uuid.uuid4().hex[:8]}"
+    written, skipped, sources = 0, {}, {}
+    try:
+        with open(tmp, "wb") as fh:
+            tar = ShardTar(fh)
+            try:
+                for sample in plan.samples:
+                    try:
+                        tar.write(make_sample(cfg, sample, _read(sample)))
+                    except SampleSkipped as exc:
+                        skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+                        continue
+                    except Exception:  # a hostile image must cost its sample, not the shard
+                        skipped["corrupt"] = skipped.get("corrupt", 0) + 1
+                        continue
+                    written += 1
+                    group = "negatives" if sample.is_negative else (sample.source or "?")
+                    sources[group] = sources.get(group, 0) + 1
+            except BaseException:
+                tar.abort()
+                raise
+            tar.close()
+            fh.flush()
+            os.fsync(fh.fileno())
+        if tar.size > cfg.max_size:  # the planner's bound is meant to make this impossible
+            raise RuntimeError(f"{plan.shard}: {tar.size} bytes > --max-size {cfg.max_size}; size bound too low")
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed task leaves no half shard behind
+        raise
+    os.replace(tmp, final)
+    row = {
+        "shard": plan.shard, "name": plan.name, "split": plan.split, "path": str(final.resolve()),
+        "samples": written, "bytes": tar.size, "sha256": tar.sha256.hexdigest(), "run_id": run_id,
+        "created_at": utc_now(), "plan_digest": plan.digest,
+    }  # fmt: skip
+    if root is not None:
+        write_part(root, "shards", [row], name=_part_name(plan.shard))
+    return {"row": row, "skipped": skipped, "sources": sources}
+
+
+def _part_name(shard: str) -> str:
+    return "shard-" + shard.removesuffix(".tar")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_done(plan: ShardPlan, row: dict | None, out_dir: str) -> bool:
+    """Done only when this plan's tar is at the target path with the recorded size and SHA-256."""
+    if row is None or row.get("plan_digest") != plan.digest:
+        return False
+    target = (Path(out_dir) / plan.shard).resolve()
+    if str(target) != row.get("path") or not target.is_file() or target.stat().st_size != row["bytes"]:
+        return False
+    return file_sha256(target) == row["sha256"]
+
+
+class ShardStage(Stage):
+    """Items: ``{"plan": ShardPlan, "done": the catalog's row of that shard or None}``; one per job."""
+
+    name = "shard"
+    table = "shards"
+    collect = True
+
+    def __init__(self, cfg: ShardConfig, out_dir: str, run_id: str):
+        self.cfg, self.out_dir, self.run_id = cfg, out_dir, run_id
+
+    def key(self, item: dict) -> str:
+        return item["plan"].shard
+
+    def cost(self, item: dict) -> float:
+        return max(1.0, len(item["plan"].samples) / 4)  # the per-item limit is for a few samples
+
+    def process_item(self, item: dict) -> dict:
+        plan = item["plan"]
+        if is_done(plan, item["done"], self.out_dir):
+            return {**item["done"], "reused": True, "skipped": {}, "sources": {}}
+        result = write_shard(plan, self.cfg, self.out_dir, run_id=self.run_id)
+        return {**result["row"], "reused": False, "skipped": result["skipped"], "sources": result["sources"]}
+
+    def outcome(self, row: dict | None) -> str:
+        return "reused" if row and row.get("reused") else "written"
+
+    def part_name(self, items: list[dict]) -> str:
+        return "shard-" + "-".join(self.key(i).removesuffix(".tar") for i in items)
