@@ -24,8 +24,9 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from schemas.errors import ConfigError, SupirDataError
+from schemas.errors import ConfigError
 from supir.batches import DataStream, prepare_images
+from supir.cli_main import cli_main
 
 WEIGHTS = "robust_encoder.safetensors"
 CONFIG = "robust_encoder_config.json"
@@ -143,30 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-size", type=int, default=512)
     p.add_argument("--resolution", type=int, default=None, help="train at this size (default: crop size)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        from diffusers import AutoencoderKL
+    return cli_main(p, _run, argv, errors=(OSError,))
 
-        from supir.reader import ReaderConfig, make_loader
 
-        vae = AutoencoderKL.from_pretrained(args.pretrained, subfolder="vae").to(args.device)
-        loader = make_loader(
-            ReaderConfig(
-                shards=args.shards, batch_size=args.batch_size, crop_size=args.crop_size, caption_dropout=0.0
-            )
+def _run(args) -> None:
+    from diffusers import AutoencoderKL
+
+    from supir.reader import ReaderConfig, make_loader
+
+    vae = AutoencoderKL.from_pretrained(args.pretrained, subfolder="vae").to(args.device)
+    loader = make_loader(
+        ReaderConfig(
+            shards=args.shards, batch_size=args.batch_size, crop_size=args.crop_size, caption_dropout=0.0
         )
-        encoder, losses = train_robust_encoder(
-            vae, loader, args.steps, args.lr, args.anchor_weight, args.resolution
-        )
-        encoder.save_pretrained(args.out)
-        print(f"done: loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {args.out}")
-    except (SupirDataError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    )
+    encoder, losses = train_robust_encoder(
+        vae, loader, args.steps, args.lr, args.anchor_weight, args.resolution
+    )
+    encoder.save_pretrained(args.out)
+    print(f"done: loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {args.out}")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from schemas.errors import SupirDataError
 from schemas.runs import derive_seed
 from supir.batches import DataStream, make_source, prepare_images, val_source
 from supir.checkpoint import latest_checkpoint, load_checkpoint, load_init, save_checkpoint
+from supir.cli_main import cli_main
 from supir.conditioning import encode_images, encode_prompts, load_sdxl, sdxl_time_ids
 from supir.model import SupirUNet
 from supir.optim import build_optimizer
@@ -302,23 +302,20 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m supir.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="YAML config (supir/configs/tiny.yaml, sdxl.yaml)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of project errors")
     parser.add_argument("--plan", action="store_true", help="print the GPU memory plan of the config and exit")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-4 steps=200")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        if args.plan:
-            from supir.memory_plan import plan_for_config
+    return cli_main(parser, _run, argv)
 
-            print(plan_for_config(config).table())
-            return 0
+
+def _run(args) -> int:
+    config = load_config(args.config, args.overrides)
+    if args.plan:
+        from supir.memory_plan import plan_for_config
+
+        print(plan_for_config(config).table())
+        return 0
+    try:
         result = train(config)
-    except SupirDataError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
