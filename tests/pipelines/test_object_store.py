@@ -87,7 +87,7 @@ def test_ingest_from_s3_records_every_object_and_resumes(s3_env, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {r["path"].removeprefix(f"s3://{BUCKET}/"): r for r in json.loads(out.stdout)}
     assert set(rows) == set(photos)  # every object has a row, with its s3:// path
-    assert rows["in/broken.jpg"]["reason"] == "corrupt"
+    assert rows["in/broken.jpg"]["reason"] == "truncated"  # a JPEG without its end marker (decode branch)
     assert rows["in/small.jpg"]["reason"] == "too_small"
     copies = [rows["in/astronaut.jpg"], rows["in/sub/astronaut_copy.jpg"]]
     assert sorted(r["reason"] or "" for r in copies) == ["", "duplicate"]
