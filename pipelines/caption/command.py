@@ -10,6 +10,7 @@ from dataclasses import asdict
 import click
 
 from catalogs.catalog import Catalog
+from catalogs.compaction import compact_after_run
 from pipelines.caption.model import (  # noqa: F401 - the caption API, re-exported
     DEFAULT_MODEL,
     LLAVA_TEMPLATE,
@@ -81,6 +82,7 @@ def run_caption(
     stats = run_stage(stage, work.to_pylist(), str(catalog.root), run_id,
                       Plan(part_items=pool.part_rows, limits=limits, pool=pool))
     catalog.refresh()
+    compact_after_run(catalog, "captions")  # a no-op until the table has many small parts
     counts["captioned"] = stats.outcomes.pop("captioned", 0)
     counts["flagged"] = stats.outcomes
     echo(f"captioned {counts['captioned']}, flagged {counts['flagged'] or 0}")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 import click
 
 from catalogs.catalog import Catalog
+from catalogs.compaction import compact_after_run
 from catalogs.lake import remove_temp_files
 from pipelines.engine.executor import Plan, run_stage
 from pipelines.engine.options import limit_options, make_limits
@@ -84,6 +85,7 @@ def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = Tr
                           Plan(part_items=size, limits=opts.limits), show_progress=show_progress)
         reasons = {k: v for k, v in stats.outcomes.items() if k != "accepted"}
         catalog.refresh()
+        compact_after_run(catalog, "scans")  # a no-op until the table has many small parts
     if opts.metrics:
         _score_iqa(catalog, opts, run_id)
     decide(catalog, list(opts.metrics), opts.scan.thresholds, opts.near_dup_distance, run_id)
@@ -136,6 +138,7 @@ def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
     if todo:
         score_images(todo, list(opts.metrics), opts.weights_dir, run_id, str(catalog.root), limits=opts.limits)
         catalog.refresh()
+        compact_after_run(catalog, "iqa_scores")
 
 
 @click.command("ingest")

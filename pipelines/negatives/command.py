@@ -16,6 +16,7 @@ from dataclasses import asdict
 import click
 
 from catalogs.catalog import Catalog
+from catalogs.compaction import compact_after_run
 from pipelines.engine.actors import PoolOptions, plan_actor_pool, pool_options
 from pipelines.engine.executor import Plan, run_stage
 from pipelines.engine.models import DTYPES, weights_error
@@ -84,6 +85,7 @@ def run_negatives(settings, cfg: NegativeConfig, count: int, opts: PoolOptions, 
     stats = run_stage(stage, slots.drop(["source"]).to_pylist(), str(catalog.root), run_id,
                       Plan(part_items=pool.part_rows, limits=limits, pool=pool))
     catalog.refresh()
+    compact_after_run(catalog, "negatives")  # a no-op until the table has many small parts
     counts["made"] = stats.outcomes.pop("made", 0)
     counts["unreadable"] = sum(stats.outcomes.values())
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(stats.outcomes.items()))
