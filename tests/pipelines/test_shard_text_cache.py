@@ -2,6 +2,7 @@
 
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
@@ -13,8 +14,10 @@ from supir.prompts import training_prompt
 from supir.text_cache import read_npy
 from supir.tiny_sdxl import build_tiny_sdxl
 from supir.train import train
+from supir.train_config import load_config
 from tests.pipelines.shard_corpus import build_catalog
-from tests.supir.train_helpers import tiny_config
+
+PRESET_24GB = Path(__file__).parents[2] / "supir" / "configs" / "finetune-v0q-24gb.yaml"
 
 
 def test_shards_carry_the_text_cache_and_the_trainer_uses_it(tmp_path, ray_cluster):
@@ -51,9 +54,14 @@ def test_shards_carry_the_text_cache_and_the_trainer_uses_it(tmp_path, ray_clust
     assert CliRunner().invoke(cli, args).exit_code == 0
     assert {p.name: p.read_bytes() for p in tars} == first
 
-    # Training from these shards with data.cached_text keeps the text encoders on the CPU and runs.
-    config = tiny_config(tmp_path / "run", sdxl, f"data.shards={root / 'shards' / 'supir.manifest.json'}",
-                         "data.cached_text=true", "data.crop_size=64", "data.batch_size=2", "data.num_workers=0",
-                         "steps=2")  # fmt: skip
+    # The 24 GB preset (8-bit AdamW, cached text: the text encoders stay on the CPU) trains on these shards.
+    config = load_config(PRESET_24GB, [
+        f"model.pretrained={sdxl}", "model.adaptor_depth=[1, 1]", "init_from=null", "model.frozen_dtype=float32",
+        "model.gradient_checkpointing=false", "mixed_precision='no'", f"output_dir={tmp_path / 'run'}",
+        "device=cpu", f"data.shards={root / 'shards' / 'supir.manifest.json'}", "data.crop_size=64",
+        "data.batch_size=2", "data.num_workers=0", "data.resampled=false", "optim.grad_accum=1",
+        "optim.warmup_steps=0", "val.every=0", "steps=2", "checkpoint_every=0",
+    ])  # fmt: skip
+    assert config.data.cached_text and config.optim.name == "adamw8bit"
     out = train(config, echo=lambda _: None)
     assert len(out["losses"]) == 2 and all(np.isfinite(out["losses"]))
