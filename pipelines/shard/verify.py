@@ -6,7 +6,6 @@ GT, txt, json (with every spec field) and lq.png when the shard set was written 
 image decodes (LQ at the GT's size). Problems are listed and the command exits 1.
 """
 
-import hashlib
 import json
 import sys
 import tarfile
@@ -19,6 +18,7 @@ import numpy as np
 from pipelines.engine.executor import Plan, run_stage
 from pipelines.engine.runtime import Settings, init_ray
 from pipelines.engine.stage import Stage
+from pipelines.shard.stage import file_sha256
 from schemas.errors import ConfigError
 from schemas.runs import new_run_id
 from schemas.sample import (
@@ -31,14 +31,6 @@ from schemas.sample import (
     is_valid_key,
     manifest_name,
 )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _decode(data: bytes) -> np.ndarray | None:
@@ -97,7 +89,7 @@ def verify_tar(path: str, expected: dict | None = None, expect_lq: bool | None =
         size = tar_path.stat().st_size
         if size != expected["bytes"]:
             problems.append(f"{tar_path.name}: {size} bytes, manifest says {expected['bytes']}")
-        elif _sha256(tar_path) != expected["sha256"]:
+        elif file_sha256(tar_path) != expected["sha256"]:
             problems.append(f"{tar_path.name}: SHA-256 differs from the manifest (the file changed)")
     seen, key, members = set(), None, {}
     has_lq = set()
