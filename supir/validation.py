@@ -61,9 +61,9 @@ def _lpips_metric(device):
             log.warning("validation without LPIPS: %s is missing", missing[0])
         return None
     try:
-        import pyiqa
+        from supir.pyiqa_import import create_metric
 
-        return pyiqa.create_metric("lpips", device=device, pretrained_model_path=str(lpips_weight_files()[0]))
+        return create_metric("lpips", device=device, pretrained_model_path=str(lpips_weight_files()[0]))
     except Exception as exc:  # noqa: BLE001 - a broken metric must not stop a training run
         if "create" not in _warned:
             _warned.add("create")

@@ -11,7 +11,6 @@ pyiqa is licensed PolyForm Noncommercial 1.0.0 since 0.1.15 (see docs/quality.md
 """
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from pipelines.engine.stage import Stage
 from schemas.errors import ConfigError, MissingWeightsError
+from supir.pyiqa_import import create_metric, import_pyiqa, transformers_llama_guard  # noqa: F401 - re-exported
 
 _HF_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
 _CLIP_RN50 = (
@@ -104,61 +104,9 @@ def check_metrics(metrics: list[str], weights_dir: str | None) -> None:
         )
 
 
-# pyiqa's Q-Align architecture replaces these transformers Llama classes process-wide when pyiqa is
-# imported; its attention reads `config.rope_theta`, which transformers 5 configs no longer have, so
-# any Llama (LLaVA) built later in the same process fails. We put the originals back.
-_LLAMA_PATCHED = {
-    "transformers.models.llama.configuration_llama": ("LlamaConfig",),
-    "transformers.models.llama.modeling_llama": (
-        "LlamaAttention", "LlamaFlashAttention2", "LlamaSdpaAttention", "LlamaDecoderLayer",
-    ),
-}
-
-
-@contextmanager
-def _transformers_llama_guard():
-    """Put back transformers' Llama classes that pyiqa replaces while importing its architectures."""
-    import importlib
-
-    missing = object()
-    saved = {}
-    for module_name, names in _LLAMA_PATCHED.items():
-        module = importlib.import_module(module_name)
-        for name in names:
-            saved[(module, name)] = getattr(module, name, missing)
-    try:
-        yield
-    finally:
-        for (module, name), value in saved.items():
-            if value is missing:
-                if hasattr(module, name):
-                    delattr(module, name)
-            else:
-                setattr(module, name, value)
-
-
-def import_pyiqa():
-    """Import pyiqa without letting it patch transformers' Llama classes for the whole process."""
-    with _transformers_llama_guard():
-        import pyiqa
-
-        try:  # the patch runs once, when this module is first imported: do it here, under the guard
-            import pyiqa.archs.q_align.modeling_llama2  # noqa: F401
-        except Exception:  # Q-Align needs extras we don't use; nothing to undo then
-            pass
-    return pyiqa
-
-
-def create_metric(metric: str, **options):
-    """``pyiqa.create_metric``, which imports architectures lazily, under the same guard."""
-    pyiqa = import_pyiqa()
-    with _transformers_llama_guard():
-        return pyiqa.create_metric(metric, **options)
-
-
 def load_metric(metric: str, weights_dir: str | None, device: str = "cpu"):
     """Build ``metric`` with pyiqa's ``create_metric``, loading its checkpoint from the cache / weights dir."""
-    import_pyiqa()  # before any pyiqa submodule: see _transformers_llama_guard
+    import_pyiqa()  # before any pyiqa submodule: see transformers_llama_guard
     import pyiqa.utils.download_util as download_util
 
     check_metrics([metric], weights_dir)

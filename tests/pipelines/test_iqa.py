@@ -95,11 +95,18 @@ def test_pyiqa_leaves_transformers_llama_alone(tmp_path):
     from pipelines.devtools.tiny_models import build_tiny_llava
     from pipelines.ingest.iqa import import_pyiqa
 
-    layer = llama.LlamaDecoderLayer
+    layer, forward, causal_forward = llama.LlamaDecoderLayer, llama.LlamaModel.forward, llama.LlamaForCausalLM.forward
     import_pyiqa()
     import pyiqa.archs.q_align.modeling_llama2  # noqa: F401  (the module that patches on first import)
 
+    from supir.validation import _lpips_metric  # training's LPIPS imports pyiqa through the same guard
+
+    _lpips_metric("cpu")
     assert llama.LlamaDecoderLayer is layer
+    assert llama.LlamaModel.forward is forward and llama.LlamaForCausalLM.forward is causal_forward
+    import torch
     from transformers import LlavaForConditionalGeneration
 
-    LlavaForConditionalGeneration.from_pretrained(build_tiny_llava(tmp_path / "llava"))
+    model = LlavaForConditionalGeneration.from_pretrained(build_tiny_llava(tmp_path / "llava"))
+    ids = torch.tensor([[1, 5, 6, 7]])
+    assert model.generate(input_ids=ids, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape[1] == 7  # forward works

@@ -31,6 +31,7 @@ def s3_env():
         port = s.getsockname()[1]
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    _forget_s3_filesystems()  # fsspec caches S3 filesystems with the endpoint they were made with
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -49,6 +50,7 @@ def s3_env():
     for key, body in photos.items():
         client.put_object(Bucket=BUCKET, Key=key, Body=body)
     yield env, photos
+    _forget_s3_filesystems()
     server.stop()
 
 
@@ -113,3 +115,12 @@ def test_missing_bucket_prefix_is_a_clear_error(s3_env, tmp_path):
     assert result.returncode == 2
     assert "no such file or folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _forget_s3_filesystems():
+    """Drop fsspec's cached S3 filesystems: one made for an earlier (stopped) server keeps its endpoint."""
+    import fsspec
+
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    s3fs = pytest.importorskip("s3fs")
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -30,10 +30,12 @@ def catalog(tmp_path_factory):
                         "jpeg_quality": None if i % 4 == 0 else float(rng.integers(10, 100)),
                         "blockiness": float(rng.uniform(0.9, 1.4)), "colorfulness": float(rng.uniform(0, 90)),
                         "clipping": float(rng.uniform(0, 0.5)),
-                        "edge_density": float("nan") if i % 9 == 0 else float(rng.uniform(0, 0.2))})
+                        "edge_density": float("nan") if i % 9 == 0 else float(rng.uniform(0, 0.2)),
+                        "flat_fraction": float(rng.uniform(0, 0.5))})
         if i % 50 in (0, 1):  # a kept copy and its duplicate pass every check (decisions only reject those)
             row.update({"sharpness": 0.6, "noise_sigma": 2.0, "jpeg_quality": 95.0, "blockiness": 1.0,
-                        "colorfulness": 40.0, "clipping": 0.0, "edge_density": 0.1, "reason": None})
+                        "colorfulness": 40.0, "clipping": 0.0, "edge_density": 0.1, "flat_fraction": 0.1,
+                        "reason": None})
         scans.append(row)
     write_part(root, "scans", scans, name="scans")
     decisions = [{"path": r["path"], "source": r["source"], "status": "rejected",
