@@ -7,7 +7,6 @@ started without.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from pipelines.devtools.demo_corpus import encode, load_photo, upscale_to
 from pipelines.engine.actors import load_rgb
 from pipelines.engine.sources import expand_paths, read_bytes
+from tests.s3_server import local_s3
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "photos"
@@ -25,33 +25,19 @@ BUCKET = "photos"
 @pytest.fixture(scope="module")
 def s3_env():
     boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    _forget_s3_filesystems()  # fsspec caches S3 filesystems with the endpoint they were made with
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",  # MinIO, R2 & co. are reached the same way
-    }
-    client = boto3.client("s3", **_client_args(env))
-    client.create_bucket(Bucket=BUCKET)
-    photos = {
-        "in/astronaut.jpg": encode(upscale_to(load_photo("astronaut.png"), 1024), "JPEG", quality=95),
-        "in/sub/coffee.jpg": encode(upscale_to(load_photo("coffee.png"), 1024), "JPEG", quality=95),
-        "in/small.jpg": encode(load_photo("chelsea.png"), "JPEG", quality=95),  # 451x300: too small
-        "in/broken.jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
-    }
-    photos["in/sub/astronaut_copy.jpg"] = photos["in/astronaut.jpg"]
-    for key, body in photos.items():
-        client.put_object(Bucket=BUCKET, Key=key, Body=body)
-    yield env, photos
-    _forget_s3_filesystems()
-    server.stop()
+    with local_s3() as env:
+        client = boto3.client("s3", **_client_args(env))
+        client.create_bucket(Bucket=BUCKET)
+        photos = {
+            "in/astronaut.jpg": encode(upscale_to(load_photo("astronaut.png"), 1024), "JPEG", quality=95),
+            "in/sub/coffee.jpg": encode(upscale_to(load_photo("coffee.png"), 1024), "JPEG", quality=95),
+            "in/small.jpg": encode(load_photo("chelsea.png"), "JPEG", quality=95),  # 451x300: too small
+            "in/broken.jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
+        }
+        photos["in/sub/astronaut_copy.jpg"] = photos["in/astronaut.jpg"]
+        for key, body in photos.items():
+            client.put_object(Bucket=BUCKET, Key=key, Body=body)
+        yield env, photos
 
 
 def _client_args(env):
@@ -115,12 +101,3 @@ def test_missing_bucket_prefix_is_a_clear_error(s3_env, tmp_path):
     assert result.returncode == 2
     assert "no such file or folder" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def _forget_s3_filesystems():
-    """Drop fsspec's cached S3 filesystems: one made for an earlier (stopped) server keeps its endpoint."""
-    import fsspec
-
-    fsspec.AbstractFileSystem.clear_instance_cache()
-    s3fs = pytest.importorskip("s3fs")
-    s3fs.S3FileSystem.clear_instance_cache()
