@@ -7,6 +7,9 @@ the quality of a file. numpy only, so importing it costs nothing.
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import numpy as np
 
 # Annex K, tables K.1 (luminance) and K.2 (chrominance): the quality-50 tables, natural (row-major) order
@@ -48,3 +51,46 @@ def quant_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
 # Every quality's tables, flattened: row q - 1 is quality q (what a quality estimator searches).
 LUMA_BY_QUALITY = scaled(LUMA.reshape(64), QUALITIES)  # (100, 64)
 CHROMA_BY_QUALITY = scaled(CHROMA.reshape(64), QUALITIES)  # (100, 64)
+
+
+# Zigzag scan position -> natural index (older Pillow returned tables in zigzag order).
+_ZIGZAG = np.array(
+    [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
+     14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39,
+     46, 53, 60, 61, 54, 47, 55, 62, 63]
+)  # fmt: skip
+
+
+def estimate_jpeg_quality(qtables: dict) -> float:
+    """IJG quality (1..100) whose scaled tables best match ``qtables`` (table id -> 64 values).
+
+    Inverts libjpeg's scaling like ImageMagick's estimator, but by the least absolute deviation in log
+    space over every quality, so non-IJG tables (cameras, Photoshop) still get the nearest IJG equivalent.
+    Accepts natural or zigzag order (whichever fits better).
+    """
+    if not qtables:
+        raise ValueError("no quantisation tables")
+    # Files from one camera or encoder share their tables: the search runs once per distinct set.
+    return _estimate(tuple(tuple(int(v) for v in np.asarray(qtables[i]).reshape(-1)[:64]) for i in sorted(qtables)))
+
+
+@lru_cache(maxsize=256)
+def _estimate(tables: tuple[tuple[int, ...], ...]) -> float:
+    observed = [np.asarray(t, dtype=np.float64) for t in tables]
+    references = [LUMA_BY_QUALITY] + [CHROMA_BY_QUALITY] * (len(observed) - 1)
+    best_err, best_q = math.inf, 50.0
+    for order in (None, _ZIGZAG):
+        err = np.zeros(len(QUALITIES))
+        for table, ref in zip(observed, references):
+            natural = table if order is None else _reorder_zigzag(table)
+            err += np.abs(np.log(ref) - np.log(np.maximum(natural, 1))[None, :]).sum(axis=1)
+        q = int(np.argmin(err))
+        if err[q] < best_err:
+            best_err, best_q = float(err[q]), float(QUALITIES[q])
+    return best_q
+
+
+def _reorder_zigzag(table: np.ndarray) -> np.ndarray:
+    natural = np.empty(64)
+    natural[_ZIGZAG] = table
+    return natural

@@ -55,7 +55,7 @@ def test_jpeg_quality_grayscale_and_zigzag_order(photo):
     tables = _pil_qtables(gray)
     assert len(tables) == 1 and abs(estimate_jpeg_quality(tables) - 60) <= 2
     # Older Pillow returned tables in zigzag order: the estimate must not depend on it.
-    from pipelines.ingest.quality import _ZIGZAG
+    from supir.degradation.jpeg import _ZIGZAG
 
     natural = _pil_qtables(encode(photo, "JPEG", quality=30))
     zigzag = {k: [list(v)[i] for i in _ZIGZAG] for k, v in natural.items()}
