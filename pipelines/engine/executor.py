@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.engine.actors import TASKS_IN_FLIGHT_PER_ACTOR, ActorPool
-from pipelines.engine.isolation import JobContext, read_note
+from pipelines.engine.isolation import JobContext, died_of_timeout, read_note
 from pipelines.engine.runtime import cluster_cpus, progress
 from pipelines.engine.stage import CRASHED, TIMEOUT, Limits, Stage
 from pipelines.engine.stats import StageStats
@@ -142,8 +142,9 @@ class _Driver:
     # -- submitting -------------------------------------------------------------------------------
     def _context(self) -> JobContext:
         self.serial += 1
+        cpus = self.plan.pool.prepare_cpus if self.plan.pool is not None else self.plan.task_cpus
         return JobContext(self.root, self.run_id, f"job{self.serial:07d}", self.notes, self.plan.limits,
-                          self.memory_bytes)
+                          self.memory_bytes, threads=max(1, round(cpus)))
 
     def _submit(self, job: Job) -> None:
         ctx = self._context()
@@ -201,7 +202,7 @@ class _Driver:
             suspects = range(len(items))  # died outside any item, again and again: bisect it all
         else:
             suspects = range(running.start, min(running.stop, len(items)))
-        if text.startswith("Timeout"):
+        if died_of_timeout(text):
             reason = TIMEOUT
         if len(items) == 1:
             detail = _death_detail(reason, why, text, self.plan.limits, self.stage.cost(items[0]))

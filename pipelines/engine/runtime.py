@@ -4,6 +4,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,6 +36,19 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20)
     except (OSError, AttributeError):  # not glibc (macOS): nothing to tune
         _malloc_tuned = False
     return _malloc_tuned
+
+
+def limit_native_threads(threads: int = 1) -> None:
+    """Let OpenCV's own thread pool use at most ``threads`` threads in this (CPU worker) process.
+
+    The parallelism of a CPU stage is Ray's: one task per CPU it asked for. OpenCV ignores
+    ``OMP_NUM_THREADS`` that Ray sets (its pthreads pool is as wide as the machine), so two workers on
+    two cores ran four decoding/filtering threads that fight over the cores. Only when OpenCV is
+    already imported (a stage that never uses it does not pay its import).
+    """
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and cv2.getNumThreads() != threads:
+        cv2.setNumThreads(threads)
 
 
 @dataclass(frozen=True)

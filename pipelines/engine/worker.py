@@ -16,7 +16,7 @@ from pipelines.engine.isolation import (
     prepare_items,
     process_items,
 )
-from pipelines.engine.runtime import tune_malloc
+from pipelines.engine.runtime import limit_native_threads, tune_malloc
 from pipelines.engine.stage import Stage
 from schemas.runs import utc_now
 
@@ -25,6 +25,7 @@ def run_job(stage: Stage, items: list[dict], ctx: JobContext, prepared: bool = F
     """Prepare (unless done ahead), process and write one job; never raises for an item's sake."""
     if not stage.uses_actors:
         tune_malloc()  # image-sized buffers stay on the heap (see runtime.tune_malloc)
+        limit_native_threads(ctx.threads)
     failures = Failures()
     watch = ItemWatch(ctx)
     try:
@@ -40,6 +41,7 @@ def run_job(stage: Stage, items: list[dict], ctx: JobContext, prepared: bool = F
 def prepare_job(stage: Stage, items: list[dict], ctx: JobContext) -> list[dict]:
     """The CPU step ahead of a model actor (decoding), under the same watch and memory limit."""
     tune_malloc()
+    limit_native_threads(ctx.threads)
     watch = ItemWatch(ctx)
     try:
         with memory_limit(ctx.memory_bytes if stage.limit_memory else None):
