@@ -2,6 +2,9 @@
 
 import hashlib
 import json
+import lzma
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,21 @@ from supir.model import SDXL_UNET_CONFIG, SupirUNet
 from supir.tiny_sdxl import build_tiny_sdxl, build_tiny_sdxl_pipeline
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "supir_official"
-RELEASE = FIXTURES / "release_tiny.safetensors"
+
+
+def _unpacked(packed: Path) -> Path:
+    """The fixture's .xz (1.7 MB instead of 6.5 MB) unpacked once into the temp dir, keyed by its hash."""
+    data = packed.read_bytes()
+    out = Path(tempfile.gettempdir()) / f"supir-fixture-{hashlib.sha256(data).hexdigest()[:16]}" / packed.stem
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(lzma.decompress(data))
+        tmp.replace(out)  # atomic: a concurrent reader sees the whole file or none
+    return out
+
+
+RELEASE = _unpacked(FIXTURES / "release_tiny.safetensors.xz")
 
 
 @pytest.fixture(scope="module")
