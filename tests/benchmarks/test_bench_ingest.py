@@ -94,6 +94,17 @@ def _decode(paths: list[str]) -> float:
     return time.process_time() - t0
 
 
+def _scan(paths: list[str]) -> float:
+    """ingest's per-file scan in a plain process (no Ray, no engine, no isolation); CPU seconds spent."""
+    from pipelines.ingest.scan import ScanConfig, scan_batch
+
+    cv2.setNumThreads(1)
+    tune_malloc()  # as the engine's workers do
+    t0 = time.process_time()
+    scan_batch(paths, ["bench"] * len(paths), ScanConfig())
+    return time.process_time() - t0
+
+
 def _tree_cpu_seconds() -> float:
     """CPU seconds used so far by this process and every descendant (Ray's GCS, raylet and workers)."""
     import psutil
@@ -121,6 +132,11 @@ def test_ingest_throughput(tmp_path):
         t0 = time.perf_counter()
         decode_cpu_s = sum(pool.map(_decode, [files[i : i + 8] for i in range(0, len(files), 8)]))
         decode_s = time.perf_counter() - t0
+        # The same scan function with no engine: what the engine and its isolation cost is the difference.
+        list(pool.map(_scan, [[f] for f in files[:CPUS]]))
+        t0 = time.perf_counter()
+        scan_cpu_s = sum(pool.map(_scan, [files[i : i + 8] for i in range(0, len(files), 8)]))
+        scan_s = time.perf_counter() - t0
 
     settings = Settings(root=str(tmp_path / "warm"), num_cpus=CPUS)
     init_ray(settings)
@@ -168,6 +184,11 @@ def test_ingest_throughput(tmp_path):
         # the machine would give with nothing else running, within the scheduling slack; robust to load.
         "decode_cpu_s": round(decode_cpu_s, 2), "ingest_cpu_s": round(ingest_cpu_s, 2),
         "cpu_ratio": round(decode_cpu_s / ingest_cpu_s, 3),
+        # ingest vs the bare scan function in a process pool: the engine, its isolation, part writes,
+        # the catalog and dedup. Goal (issue 10: "the isolation must be nearly free"): <= 10 %.
+        "bare_scan_wall_s": round(scan_s, 2), "bare_scan_cpu_s": round(scan_cpu_s, 2),
+        "engine_overhead_wall": round(ingest_s / scan_s - 1, 3),
+        "engine_overhead_cpu": round(ingest_cpu_s / scan_cpu_s - 1, 3),
         "ingest_wall_s": round(ingest_s, 2), "decode_wall_s": round(decode_s, 2), "decide_s": round(decide_s, 2),
         "corpus": corpus_kind, "near_duplicates_rejected": near_dups, "load_average": list(os.getloadavg()),
         "one_process_cpu_ms_per_image": {"opencv_full_decode": round(decode_ms, 2), "scan_function": round(scan_ms, 2),
