@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.engine.actors import TASKS_IN_FLIGHT_PER_ACTOR, ActorPool
-from pipelines.engine.isolation import JobContext, died_of_timeout, read_note
+from pipelines.engine.isolation import JobContext
 from pipelines.engine.runtime import cluster_cpus, progress
 from pipelines.engine.stage import CRASHED, TIMEOUT, Limits, Stage
 from pipelines.engine.stats import StageStats
+from pipelines.engine.watch import died_of_timeout, read_note
 from pipelines.engine.worker import EngineActor, prepare_job, record_failure, run_job
 from schemas.errors import SupirDataError
 

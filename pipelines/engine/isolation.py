@@ -9,23 +9,16 @@ Three layers, from cheap to last resort:
    fallback).
 2. Rows whose values do not fit the table (:func:`row_problem`) become ``corrupt`` before the part
    is written, so one bad value never costs the other rows of the part.
-3. What Python cannot catch: before each item the worker writes the item's index to a note
-   (:class:`ItemWatch`, a 2 µs ``pwrite``) and arms a kernel timer (``setitimer``, 1 µs) whose
-   ``SIGALRM`` is handled in C by :mod:`faulthandler` (it writes every thread's stack, then the default
-   action ends the process), so even a native decoder spinning with the GIL held is stopped after the
-   item's time limit. (faulthandler's own watchdog thread, ``dump_traceback_later``, costs a thread start
-   and join per item: 0.1–1.4 ms, ~5 % of a 22 ms scan; it remains the fallback off the main thread.) When the worker dies (a signal, the watchdog, the OOM killer) the driver reads the note and
-   knows the culprit (:mod:`pipelines.engine.executor`). ``RLIMIT_DATA`` bounds what one CPU worker may
+3. What Python cannot catch: the worker keeps a note of the item it is on and a watchdog that stops
+   it after the item's time limit, even inside native code holding the GIL (:mod:`pipelines.engine.watch`).
+   When the worker dies (a signal, the watchdog, the OOM killer) the driver reads the note and knows the
+   culprit (:mod:`pipelines.engine.executor`). ``RLIMIT_DATA`` bounds what one CPU worker may
    allocate while it runs a batch, so a decompression bomb fails in its own worker.
 """
 
-import faulthandler
 import math
-import os
 import resource
-import signal
 import sys
-import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,10 +27,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.engine.stage import SCHEMA, Limits, Stage
+from pipelines.engine.watch import ItemWatch, died_of_timeout, read_note  # noqa: F401 - re-exported
 from schemas.tables import NON_NEGATIVE, TABLES
 
 FAILED = "_failure"  # item key holding (reason, detail) once an item has failed
-_IDLE = -1
 
 
 @dataclass(frozen=True)
@@ -65,83 +58,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
-
-
-# -- what a dead worker leaves behind ---------------------------------------------------------------
-class ItemWatch:
-    """The note a worker keeps while it runs a job: which item is running, and the watchdog for it."""
-
-    def __init__(self, ctx: JobContext):
-        notes = Path(ctx.notes_dir)
-        notes.mkdir(parents=True, exist_ok=True)
-        self.item_seconds = ctx.limits.item_seconds
-        self.fd = os.open(notes / f"{ctx.job_id}.idx", os.O_CREAT | os.O_RDWR, 0o644)
-        self.log = open(notes / f"{ctx.job_id}.log", "a")  # faulthandler writes the dying stack here
-        self._was_enabled = faulthandler.is_enabled()
-        faulthandler.enable(file=self.log)
-        self.alarm = _arm_alarm_handler(self.log)
-        self.stop()
-
-    def start(self, index: int, cost: float = 1.0, count: int = 1) -> None:
-        """Items ``index .. index+count-1`` run now, within ``cost × item_seconds``."""
-        os.pwrite(self.fd, index.to_bytes(8, "little", signed=True) + count.to_bytes(8, "little"), 0)
-        seconds = self.item_seconds * max(cost, 1e-3)
-        if self.alarm:
-            signal.setitimer(signal.ITIMER_REAL, seconds)
-        else:
-            faulthandler.dump_traceback_later(seconds, exit=True, file=self.log)
-
-    def stop(self) -> None:
-        if self.alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        else:
-            faulthandler.cancel_dump_traceback_later()
-        os.pwrite(self.fd, _IDLE.to_bytes(8, "little", signed=True) + bytes(8), 0)
-
-    def close(self) -> None:
-        self.stop()
-        if self.alarm:
-            faulthandler.unregister(signal.SIGALRM)
-        faulthandler.enable(file=sys.stderr) if self._was_enabled else faulthandler.disable()
-        os.close(self.fd)
-        self.log.close()
-
-
-def _arm_alarm_handler(log) -> bool:
-    """SIGALRM → faulthandler's C handler (all stacks to ``log``), chained to the default action
-    (end the process). Only on the main thread (where ``signal`` may set handlers) and where no other
-    handler owns SIGALRM; else False and the watchdog thread is used."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None):
-        return False
-    faulthandler.register(signal.SIGALRM, file=log, all_threads=True, chain=True)
-    return True
-
-
-def died_of_timeout(text: str) -> bool:
-    """What the dying worker wrote says its item ran out of time (and did not crash).
-
-    The watchdog thread writes "Timeout (h:mm:ss)!"; the SIGALRM handler writes the stacks alone; a
-    fatal signal (SIGSEGV, SIGBUS...) writes "Fatal Python error"; SIGKILL (the OOM killer) nothing.
-    """
-    return text.startswith("Timeout") or (bool(text) and "Fatal Python error" not in text)
-
-
-def read_note(notes_dir: str, job_id: str) -> tuple[range | None, str]:
-    """(the items running when the worker died, or None; what faulthandler wrote)."""
-    notes = Path(notes_dir)
-    try:
-        raw = (notes / f"{job_id}.idx").read_bytes()[:16]
-    except OSError:
-        return None, ""
-    index = int.from_bytes(raw[:8], "little", signed=True) if len(raw) == 16 else _IDLE
-    try:
-        text = (notes / f"{job_id}.log").read_text(errors="replace").strip()
-    except OSError:
-        text = ""
-    count = int.from_bytes(raw[8:16], "little") if len(raw) == 16 else 0
-    return (None if index == _IDLE else range(index, index + max(1, count))), text
 
 
 @contextmanager
