@@ -14,7 +14,6 @@ parts under ``--out``, so a killed eval resumes where it stopped (the same comma
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from pipelines.engine.actors import PoolOptions, plan_actor_pool, pool_options
 from pipelines.engine.executor import Plan, run_stage
 from pipelines.engine.models import DTYPES
 from pipelines.engine.options import limit_options, make_limits
-from pipelines.engine.sources import expand_paths
 from pipelines.engine.stage import Limits
 from pipelines.eval.gallery import write_gallery
+from pipelines.eval.inputs import list_images
 from pipelines.eval.stage import EvalJob, EvalStage
 from pipelines.eval.tables import done_keys, write_results, write_summary
 from schemas.errors import ConfigError
@@ -37,26 +36,7 @@ from supir.eval_restore import BICUBIC, Method, checkpoint_methods
 from supir.restore_settings import SETTINGS
 
 MODEL_LIMITS = Limits(item_seconds=900.0)  # T = 100 steps at 1024² with CFG: minutes per image on a slow GPU
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CONFIG_FILE = "eval.json"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def list_images(source: str, limit: int | None) -> list[dict]:
-    """{image, path} per input photo, sorted; ``image`` is its path under ``source`` without suffix."""
-    root = Path(source)
-    found = [p for p, _ in expand_paths([source]) if p.lower().endswith(IMAGE_SUFFIXES)]
-    if not found:
-        raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
-    images, seen = [], set()
-    for path in found:
-        rel = Path(path).relative_to(root.resolve()) if root.is_dir() else Path(Path(path).name)
-        name = _UNSAFE.sub("_", str(rel.with_suffix("")).replace("/", "__"))
-        if name in seen:
-            name = _UNSAFE.sub("_", str(rel).replace("/", "__"))
-        seen.add(name)
-        images.append({"image": name, "path": path})
-    return images[:limit] if limit else images
 
 
 def check_config(out: Path, config: dict) -> None:
@@ -123,7 +103,8 @@ def _console_table(lines: list[dict]) -> str:
 @click.option("--settings", "preset", type=click.Choice(sorted(SETTINGS)), default="paper", show_default=True,
               help="Sampler preset of every checkpoint (supir/restore_settings.py).")
 @click.option("--pretrained", default=None, help="SDXL folder (default: the one each checkpoint was trained on).")
-@click.option("--gt", default=None, help="Folder (or list file) of high-quality photos: synthetic Table 1 mode.")
+@click.option("--gt", default=None, help="Folder (or list file) of high-quality photos, or WebDataset shards (a .tar or a folder of "
+              "them: the positive samples' GT): synthetic Table 1 mode.")
 @click.option("--lq", default=None, help="Folder of real low-quality photos: no-reference metrics only.")
 @click.option("--degradations", default=",".join(DEGRADATIONS), show_default=True, help="Table 1 presets.")
 @click.option("--metrics", default=",".join(LABELS), show_default=True)

@@ -77,10 +77,10 @@ def _png(rgb: np.ndarray) -> bytes:
 
 def prepare_inputs(job: EvalJob, item: dict) -> dict:
     """Protocol crop of the input, its Table 1 LQ (or, real mode, the crop is the LQ); files written once."""
-    from pipelines.engine.actors import load_rgb
+    from pipelines.eval.inputs import load_input
 
     image, name = item["image"], item["degradation"]
-    crop, back = protocol_crop(load_rgb(str(item["path"])), job.size)
+    crop, back = protocol_crop(load_input(str(item["path"])), job.size)
     rgb = np.asarray(crop)
     out = Path(job.out)
     if name == REAL:

@@ -27,7 +27,7 @@ def release_shaped_checkpoint(sdxl: Path, out: Path, tiny: bool) -> Path:
 
     from supir.model import SupirUNet
 
-    unet = UNet2DConditionModel.from_pretrained(sdxl, subfolder="unet", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(str(sdxl), subfolder="unet", torch_dtype=torch.float32)
     depth = (1, 1) if tiny else (1, 2, 10)
     model = SupirUNet.from_unet(unet, depth)
     with torch.no_grad():  # non-zero connectors, so the control path does work
@@ -39,6 +39,13 @@ def release_shaped_checkpoint(sdxl: Path, out: Path, tiny: bool) -> Path:
     (ckpt / "trainer_state.json").write_text(json.dumps({"step": 0, "config": {"model": {"pretrained": str(sdxl)}}}))
     del model, unet
     return ckpt
+
+
+def _summary(result: Path) -> list[dict]:
+    import csv
+
+    with open(result / "summary.csv", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def measure(sdxl: Path, out: Path, tiny: bool = False, steps: int = 10, images: int = 4) -> dict:
@@ -76,5 +83,5 @@ def measure(sdxl: Path, out: Path, tiny: bool = False, steps: int = 10, images: 
         "wall_s": round(wall, 1),
         "s_per_image": round(per_image, 3) if per_image else None,
         "s_per_image_step": round(per_image / steps, 4) if per_image else None,
-        "summary_csv": (result / "summary.csv").read_text(),
+        "psnr_ssim": [f"{x['Degradation']} | {x['Method']} | {x['PSNR']} | {x['SSIM']}" for x in _summary(result)],
     }

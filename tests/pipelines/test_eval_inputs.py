@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from pipelines.eval.command import list_images
+from pipelines.eval.inputs import list_images, load_input
 from pipelines.eval.stage import EvalJob, prepare_inputs
 from supir.eval_protocol import REAL
 
@@ -39,3 +39,26 @@ def test_option_mixes_that_cannot_work_are_refused_before_any_work(tmp_path, run
         result = run_cli(tmp_path, "eval", *args, "--out", tmp_path / "out", expect_exit=None)
         assert result.exit_code != 0 and message in str(result.exception), (args, result.exception)
     assert not (tmp_path / "out" / "lake").exists()
+
+
+def test_shards_give_their_positive_samples_gt(tmp_path):
+    import io
+    import json
+    import tarfile
+
+    def add(tf, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+
+    tar = tmp_path / "shards" / "supir-val-000000.tar"
+    tar.parent.mkdir()
+    with tarfile.open(tar, "w") as tf:
+        for key, negative in (("s0", False), ("s1", True), ("s2", False)):
+            buf = io.BytesIO()
+            Image.new("RGB", (40, 30), (10 * len(key), 0, 0)).save(buf, format="PNG")
+            add(tf, f"{key}.gt.png", buf.getvalue())
+            add(tf, f"{key}.json", json.dumps({"is_negative": negative}).encode())
+    images = list_images(str(tar.parent), None)
+    assert [i["image"] for i in images] == ["supir-val-000000__s0", "supir-val-000000__s2"]  # negatives left out
+    assert load_input(images[1]["path"]).size == (40, 30)
