@@ -55,7 +55,7 @@ def parse_metrics(text: str) -> list[str]:
     unknown = [n for n in names if n not in LABELS]
     if unknown or not names:
         raise ConfigError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(LABELS)}")
-    return list(dict.fromkeys(names))
+    return [m for m in LABELS if m in names]  # Table 1's column order
 
 
 def missing_weights(metric: str, weights_dir: str | None = None) -> str | None:

@@ -63,7 +63,7 @@ def summary(rows: list[dict], methods: list[str], metrics: list[str]) -> list[di
     for (degradation, method), by_metric in groups.items():
         label = DEGRADATIONS[degradation].label if degradation in DEGRADATIONS else "Real images"
         images = len({r["image"] for rs in by_metric.values() for r in rs})
-        line = {"Degradation": label, "Method": method, "images": images}
+        line = {"Degradation": label, "Method": method}
         for metric in metrics:
             rs = by_metric.get(metric)
             if not rs:
@@ -73,7 +73,7 @@ def summary(rows: list[dict], methods: list[str], metrics: list[str]) -> list[di
                 line[LABELS[metric]] = f"{sum(values) / len(values):.{DECIMALS[metric]}f}"
             else:
                 line[LABELS[metric]] = next(r["detail"] for r in rs if r["value"] is None)
-        lines.append(line)
+        lines.append({**line, "images": images})
     return lines
 
 

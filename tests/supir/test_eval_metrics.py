@@ -117,3 +117,20 @@ def test_missing_no_reference_weights_name_the_file_and_where_to_put_it(torch_hu
     assert scores["clipiqa"][1].startswith(f"missing: put RN50.pt at {torch_hub}/clip/RN50.pt")
     assert "ckpt_koniq10k.pt" in scores["maniqa"][1]
     assert set(Scorer(["psnr", "musiq"], "cpu").score(b, None)) == {"musiq"}  # no reference: NR only
+
+
+def test_no_reference_metric_with_its_weights_in_weights_dir_scores(torch_hub, tmp_path):
+    """MUSIQ built by pyiqa from a random state dict saved under the file name it looks for."""
+    from supir.iqa_weights import METRICS
+    from supir.pyiqa_import import create_metric
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.manual_seed(0)
+    torch.save(create_metric("musiq", pretrained=False, device="cpu").net.state_dict(),
+               weights / METRICS["musiq"].files[0].name)  # fmt: skip
+    assert missing_weights("musiq", str(weights)) is None
+    assert missing_weights("musiq").endswith("musiq_koniq_ckpt-e95806b9.pth)")  # the cache: still missing
+    a, b = _pair(2, (96, 96, 3))
+    value, note = Scorer(["musiq"], "cpu", weights_dir=str(weights)).score(b, None)["musiq"]
+    assert note is None and np.isfinite(value)
