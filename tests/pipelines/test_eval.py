@@ -40,6 +40,7 @@ def finished(eval_inputs, tmp_path_factory, ray_cluster):
 
     photos, (a, b) = eval_inputs
     out = tmp_path_factory.mktemp("eval-out") / "out"
+    previous = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(out.parent / "torch")  # empty: LPIPS and NR weights are missing
     args = [str(x) for x in ("eval", "--gt", photos, "--checkpoint", a, "--checkpoint", b, "--baseline", "bicubic",
                              "--out", out, *FAST)]  # fmt: skip
@@ -60,7 +61,11 @@ def finished(eval_inputs, tmp_path_factory, ray_cluster):
 
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return out, result.output, killed_with
+    yield out, result.output, killed_with
+    if previous is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = previous
 
 
 def test_kill_mid_run_resumes_with_the_missing_results_only(finished):
