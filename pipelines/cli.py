@@ -29,6 +29,7 @@ COMMANDS = {
     "make-demo-corpus": "pipelines.devtools.demo_corpus:make_demo_corpus_command",
     "report": "pipelines.report.command:report_command",
     "explain": "pipelines.report.explain:explain_command",
+    "eval": "pipelines.eval.command:eval_command",
 }
 
 err_console = Console(stderr=True)

@@ -152,6 +152,24 @@ STAGE_RUNS = pa.schema(
     ]
 )
 
+# `eval_results`: `supir-data eval`, long format: one row per image × degradation × method × metric
+# (written under the eval's --out folder, not the data root). A metric that could not be computed
+# has a NULL value and says why in `detail` ("missing: put FILE at PATH").
+EVAL_RESULTS = pa.schema(
+    [
+        ("image", pa.string()),  # the input's name (relative path without suffix)
+        ("degradation", pa.string()),  # a Table 1 preset (sr4, ...) or "real"
+        ("method", pa.string()),  # "bicubic" or a checkpoint's name
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("lower_better", pa.bool_()),
+        ("detail", pa.string()),
+        ("output", pa.string()),  # the restored image, relative to --out
+        ("run_id", pa.string()),
+        ("created_at", _ts),
+    ]
+)
+
 # Columns that hold sizes or counts: a negative value there is a broken input, not a measurement.
 NON_NEGATIVE = frozenset({"bytes", "width", "height", "samples", "n_tokens", "steps", "items", "rows"})
 
@@ -166,4 +184,5 @@ TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "failures": FAILURES,
     "stage_runs": STAGE_RUNS,
+    "eval_results": EVAL_RESULTS,
 }

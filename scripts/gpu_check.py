@@ -24,6 +24,9 @@ error and the next one runs):
   caption_auto  the caption stage's automatic batch (--batch-size 0) from free memory, at 256 tokens
   trainer_ddp the trainer under torchrun: one rank per GPU over NCCL on a multi-GPU machine, else
               2 ranks sharing the one GPU over gloo
+  eval        `supir-data eval --settings release` with a random released-shape SUPIR (full [1, 2, 10]
+              control model) on that folder: 4 photos x 5 Table 1 degradations at 1024² (s/image,
+              s/image/step; tests/benchmarks/eval_gpu.py). `--only sdxl_folder,eval` runs it alone.
 
 Random weights everywhere: the numbers are speed and memory, never quality.
 """
@@ -474,6 +477,15 @@ class Check:
         out["gpu_hours_per_100k_negatives"] = round(1e5 * best / 3600, 1)
         return out
 
+    def eval(self) -> dict:
+        from tests.benchmarks.eval_gpu import measure
+
+        if self.sdxl is None:
+            raise RuntimeError("no SDXL folder (the sdxl_folder section failed)")
+        out = self.out / "eval-check" if self.tiny else Path("/tmp/gpu-check-eval")
+        shutil.rmtree(out, ignore_errors=True)
+        return measure(self.sdxl, out, tiny=self.tiny, steps=2 if self.tiny else self.batches.get("eval_steps", 10))
+
     def degradation(self) -> dict:
         import numpy as np
 
@@ -575,6 +587,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated sections")
     for name, default in (("train", "1,4,8"), ("caption", "1,8,32"), ("negatives", "1,4")):
         parser.add_argument(f"--{name}-batches", default=default, help=f"batch sizes of the {name} section")
+    parser.add_argument("--eval-steps", type=int, default=10, help="sampler steps of the eval section")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -585,6 +598,7 @@ def main() -> int:
         name: tuple(int(b) for b in getattr(args, f"{name}_batches").split(","))
         for name in ("train", "caption", "negatives")
     }
+    batches["eval_steps"] = args.eval_steps
     check = Check(out, args.tiny, batches)
     order = [
         "env",
@@ -597,6 +611,7 @@ def main() -> int:
         "trainer_resume",
         "trainer_ddp",
         "caption_auto",
+        "eval",
     ]
     only = [s for s in args.only.split(",") if s] or order
     for name in order:
