@@ -98,8 +98,9 @@ def _counts(data) -> str:
 
 def _signals(data) -> str:
     rows = "".join(
-        f"<tr><td>{escape(h.name)}</td><td class=t>{escape(h.bound.text())}</td><td>{_num(h.total)}</td>"
-        f"<td>{_num(sum(h.counts.get(plots.CATEGORIES[1], [])))}</td></tr>"
+        f"<tr><td>{escape(h.name)}</td><td class=t>{escape(h.bound.text())}</td>"
+        f"<td>{_num(h.total if h.measured is None else h.measured)}</td>"
+        f"<td>{_num(sum(h.counts.get(plots.CATEGORIES[1], [])) if h.rejected is None else h.rejected)}</td></tr>"
         for h in data.histograms + data.iqa_histograms)
     svgs = "".join(f"<div>{plots.histogram_svg(h)}</div>" for h in data.histograms + data.iqa_histograms)
     notes = {plots.CATEGORIES[0]: " (every per-file check; duplicates are decided after)"}
@@ -107,8 +108,16 @@ def _signals(data) -> str:
                      for k, c in plots.COLOURS.items())
     return ("<p class=muted>Thresholds as stored in the catalog settings (the rules the <code>images</code> view "
             "applies). Bars are stacked by verdict; values outside the plotted range are counted in the edge bars."
-            f"</p><table><tr><th>signal</th><th class=t>accepted range</th><th>measured</th><th>rejected by it</th></tr>{rows}"
+            f"{_sample_note(data)}</p><table><tr><th>signal</th><th class=t>accepted range</th><th>measured</th><th>rejected by it</th></tr>{rows}"
             f"</table><p class=legend>{legend}</p><div class=plots>{svgs}</div>")
+
+
+def _sample_note(data) -> str:
+    every = max((h.every for h in data.histograms), default=1)
+    if every == 1:
+        return ""
+    return (f" The bars count a deterministic 1-in-{every:,} sample of the images (by a hash of the stored "
+            "perceptual hash); the table's counts are exact.")
 
 
 def _samples(data, uris) -> tuple[str, str]:
