@@ -7,6 +7,7 @@ to include the thresholds, so one outlier cannot squeeze everything into a singl
 land in the edge bars. Rebinning is by fine-bin centre, so a bar edge is exact to 1/1000 of the range.
 """
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -179,7 +180,7 @@ def from_pass(catalog, k: int) -> tuple[list[dict], list[Histogram], scan_pass.S
 
     `decisions` only rejects rows whose scan verdict is NULL (dedup and model metrics look at survivors
     only), so the final reasons are the scan verdicts corrected by the small `decisions` table, as in
-    `status`: no join over the whole catalog. Histograms come from :func:`scan_pass.sampled_fine_counts`.
+    `status`: no join over the whole catalog. Histograms come from the pass's sample.
     """
     bounds, _ = stored_thresholds(catalog)
     exact = scan_pass.full_pass(catalog, k)
@@ -191,8 +192,7 @@ def from_pass(catalog, k: int) -> tuple[list[dict], list[Histogram], scan_pass.S
         counts[(r["source"], r["reason"])] = counts.get((r["source"], r["reason"]), 0) + r["n"]
     rows = [{"source": s, "reason": reason, "n": n} for (s, reason), n in counts.items() if n]
     rows.sort(key=lambda r: (str(r["source"]), -r["n"], str(r["reason"])))
-    every = scan_pass.sample_every(exact.total)
-    fine = scan_pass.sampled_fine_counts(catalog, exact.ranges, every)
+    every, fine = exact.every, exact.fine
     rejected = {c: sum(r["n"] for r in exact.counts if r["verdict"] == f"low_quality:{c}") for c in QUALITY_SIGNALS}
     hists = [display_histogram(c, fine[c], bounds[c], every=every, measured=exact.measured[c], rejected=rejected[c])
              for c in QUALITY_SIGNALS if c in fine]
@@ -253,6 +253,36 @@ def shard_mix(catalog: Catalog) -> list[dict]:
         "FROM (SELECT * FROM shards QUALIFY row_number() OVER (PARTITION BY name, shard ORDER BY created_at DESC) = 1) "
         "GROUP BY ALL ORDER BY name, split"
     ).to_pylist()
+
+
+UNKNOWN_SOURCE = "(not recorded)"  # shards written before `shards.sources_json` existed
+
+
+def shard_sources(catalog: Catalog) -> list[dict]:
+    """Samples per (name, split, source) from each shard's newest row; shares of its split, sorted.
+
+    Each `shards` row records what its tar holds (``sources_json``: source -> samples, negatives
+    apart), so this is the mix as written, not as planned; one row per tar keeps it small.
+    """
+    # a catalog whose views predate the column (not refreshed since) reads as "not recorded"
+    column = "sources_json" if "sources_json" in catalog.query("SELECT * FROM shards LIMIT 0").column_names else (
+        "NULL AS sources_json")
+    rows = catalog.query(
+        f"SELECT name, split, samples, {column} FROM shards "
+        "QUALIFY row_number() OVER (PARTITION BY name, shard ORDER BY created_at DESC) = 1"
+    ).to_pylist()
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        sources = json.loads(r["sources_json"]) if r["sources_json"] else {UNKNOWN_SOURCE: r["samples"] or 0}
+        for source, n in sources.items():
+            counts[(r["name"], r["split"], source)] = counts.get((r["name"], r["split"], source), 0) + int(n)
+    totals: dict[tuple, int] = {}
+    for (name, split, _), n in counts.items():
+        totals[(name, split)] = totals.get((name, split), 0) + n
+    out = [{"name": name, "split": split, "source": source, "samples": n,
+            "share": n / totals[(name, split)] if totals[(name, split)] else 0.0}
+           for (name, split, source), n in counts.items()]
+    return sorted(out, key=lambda r: (str(r["name"]), str(r["split"]), -r["samples"], str(r["source"])))
 
 
 def shard_configs(catalog: Catalog) -> dict[str, str]:

@@ -51,6 +51,7 @@ class ReportData:
     negative_stats: list[dict]
     negatives: list[dict]
     shard_mix: list[dict]
+    shard_sources: list[dict]  # {name, split, source, samples, share}
     shard_configs: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -105,6 +106,7 @@ def _collect(catalog, opts: ReportOptions) -> ReportData:
         caption_stats=caption_stats, caption_lengths=caption_lengths, captions=good, flagged_captions=flagged,
         negative_stats=timed("negative_stats", aggregate.negative_stats, catalog), negatives=negatives,
         shard_mix=timed("shard_mix", aggregate.shard_mix, catalog),
+        shard_sources=timed("shard_sources", aggregate.shard_sources, catalog),
         shard_configs=timed("shard_configs", aggregate.shard_configs, catalog), timings=timings,
     )
 

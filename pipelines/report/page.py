@@ -198,7 +198,7 @@ def _shards(data, preview) -> str:
         recipes = "".join(f"<h3>{escape(str(n))}: options of the newest run</h3>{_recipe(c)}"
                           for n, c in sorted(data.shard_configs.items(), key=lambda kv: str(kv[0])))
         out = (f"<table><tr><th>name</th><th class=t>split</th><th>shards</th><th>samples</th><th>size</th></tr>{rows}"
-               f"</table>{recipes}")
+               f"</table>{_source_mix(data.shard_sources)}{recipes}")
     else:
         out = "<p>No shards yet (<code>supir-data shard</code>).</p>"
     if preview:
@@ -206,6 +206,24 @@ def _shards(data, preview) -> str:
         out += (f"<h3>Degradation preview: preset <code>{escape(name)}</code> (GT left, LQ right)</h3>"
                 f'<img class="preview" alt="degradation preview" src="{thumbs.data_uri(png, "image/png")}">')
     return out
+
+
+def _source_mix(rows: list[dict]) -> str:
+    """Samples per source and split of each shard set, as written (the `shards` rows' source counts)."""
+    out = []
+    for name in sorted({r["name"] for r in rows}, key=str):
+        mine = [r for r in rows if r["name"] == name]
+        splits = sorted({r["split"] for r in mine}, key=str)
+        cell = {(r["source"], r["split"]): r for r in mine}
+        sources = sorted({r["source"] for r in mine}, key=lambda s: (-sum(r["samples"] for r in mine if r["source"] == s), s))
+        head = "".join(f"<th>{escape(str(sp))}</th>" for sp in splits)
+        body = "".join(
+            f"<tr><td>{escape(src)}</td>" + "".join(
+                f"<td>{_num(cell[(src, sp)]['samples'])} ({cell[(src, sp)]['share']:.1%})</td>" if (src, sp) in cell
+                else "<td>-</td>" for sp in splits) + "</tr>" for src in sources)
+        out.append(f"<h3>{escape(str(name))}: samples per source and split</h3>"
+                   f"<table class=mix><tr><th>source</th>{head}</tr>{body}</table>")
+    return "".join(out)
 
 
 def _recipe(config_json: str) -> str:

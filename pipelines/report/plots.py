@@ -73,7 +73,7 @@ def histogram_svg(hist: Histogram) -> str:
         ax.set_xlim(hist.lo, hist.hi)
         ax.yaxis.set_major_formatter(_compact)  # "2.5M", not an offset label the fixed margins might clip
         ax.set_ylabel(hist.unit if hist.every == 1 else f"{hist.unit}, 1 in {hist.every:,}")
-        ax.set_title(hist.name, loc="left", fontsize=10, fontweight="bold")
+        ax.set_title(hist.name, loc="left", fontsize=10, fontweight="bold", y=1.0)  # fixed y: no auto layout pass
         return _svg(fig)
 
 
@@ -85,7 +85,7 @@ def bars_svg(title: str, labels: list[str], values: list[int], colour: str = "#4
         ax.barh(range(len(labels)), values, color=colour)
         ax.set_yticks(range(len(labels)), labels)
         ax.invert_yaxis()
-        ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
+        ax.set_title(title, loc="left", fontsize=10, fontweight="bold", y=1.0)
         for i, v in enumerate(values):
             ax.annotate(f"{v:,}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
         return _svg(fig)

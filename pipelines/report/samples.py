@@ -68,15 +68,20 @@ def duplicate_groups(catalog, n_groups: int, per_group: int) -> tuple[int, list[
 
 
 def caption_examples(catalog, n_good: int, n_per_flag: int) -> tuple[list[dict], dict[str, list[dict]]]:
-    """(good captions, {flag: flagged captions}); ``path`` is filled in by :func:`attach_paths`."""
-    fields = ("image_id", "caption", "model", "n_tokens", "flag")
-    good = catalog.query(
-        f"SELECT min_by({_struct(fields)}, hash(image_id, model), {int(n_good)}) AS rows FROM captions WHERE flag IS NULL"
-    ).to_pylist()[0]["rows"] or []
-    flagged = {r["flag"]: r["rows"] for r in catalog.query(
-        f"SELECT flag, min_by({_struct(fields)}, hash(image_id, model), {int(n_per_flag)}) AS rows FROM captions "
-        "WHERE flag IS NOT NULL GROUP BY flag ORDER BY flag"
-    ).to_pylist()}
+    """(good captions, {flag: flagged captions}), the smallest ``hash(image_id, model)`` first.
+
+    ``ORDER BY .. LIMIT`` is a top-n that DuckDB answers by reading the key columns of every row and
+    the caption text of the chosen few only (late materialization); ``path`` is filled in by `collect`.
+    """
+    fields = "image_id, caption, model, n_tokens, flag"
+    good = catalog.query(f"SELECT {fields} FROM captions WHERE flag IS NULL ORDER BY hash(image_id, model), image_id, "
+                         f"model LIMIT {int(n_good)}").to_pylist()
+    flagged: dict[str, list[dict]] = {}
+    for r in catalog.query(
+        f"SELECT {fields} FROM captions WHERE flag IS NOT NULL QUALIFY row_number() OVER (PARTITION BY flag "
+        f"ORDER BY hash(image_id, model), image_id, model) <= {int(n_per_flag)} ORDER BY flag, hash(image_id, model)"
+    ).to_pylist():
+        flagged.setdefault(r["flag"], []).append(r)
     return sorted(good, key=lambda r: r["image_id"]), flagged
 
 
@@ -102,9 +107,12 @@ def lookup(catalog, paths, image_ids) -> tuple[dict[str, dict], dict[str, list[s
     wanted, ids = sorted({p for p in paths if p}), sorted({i for i in image_ids if i})
     if not wanted and not ids:
         return {}, {}
-    fields = [f for f in IMAGE_FIELDS if f not in ("status", "reason", "duplicate_of")]
-    found = catalog.query(f"SELECT {', '.join(fields)}, verdict FROM scan_verdicts WHERE path IN (SELECT unnest($1)) "
-                          "OR image_id IN (SELECT unnest($2)) ORDER BY path", [wanted, ids]).to_pylist()
+    fields = ", ".join(f for f in IMAGE_FIELDS if f not in ("status", "reason", "duplicate_of"))
+    # the verdict of `scan_verdicts`, judged above the semi-joins: for the matched rows, not for all 20M
+    verdict = f"coalesce(reason, {catalog.settings().get('quality_reason_sql') or 'CAST(NULL AS VARCHAR)'})"
+    found = catalog.query(f"SELECT {fields}, {verdict} AS verdict FROM (SELECT {fields}, reason FROM scans "
+                          "WHERE path IN (SELECT unnest($1::VARCHAR[])) OR image_id IN (SELECT unnest($2::VARCHAR[]))) "
+                          "ORDER BY path", [wanted, ids]).to_pylist()
     decided = {r["path"]: r for r in catalog.query(
         "SELECT path, reason, duplicate_of FROM decisions WHERE path IN (SELECT unnest($1))",
         [[r["path"] for r in found]]).to_pylist()} if found else {}
