@@ -240,6 +240,19 @@ def _write_bin(con, layout: TableLayout, inputs: list[_Input], stem: str, target
     return CompactedPart(file=file, members=members_file, rows=writer.rows, bytes=_size(layout.store, url))
 
 
+def column_encodings(schema: pa.Schema) -> dict:
+    """Parquet writer options per column: floats PLAIN and uncompressed, everything else dictionary + zstd.
+
+    Measured signals (sharpness, noise sigma...) are full-entropy float32: a dictionary overflows into
+    its PLAIN fallback and zstd saves ~10 %, yet both are decoded on every read. PLAIN uncompressed
+    floats decode ~2.8x faster in DuckDB (0.107 -> 0.038 s CPU per million rows for the seven cheap
+    signals) and the files are not larger (dictionary pages of unique floats cost more than they save).
+    """
+    floats = {f.name for f in schema if pa.types.is_floating(f.type)}
+    return {"use_dictionary": [f.name for f in schema if f.name not in floats],
+            "compression": {f.name: "none" if f.name in floats else "zstd" for f in schema}}
+
+
 class _SortedFileWriter:
     """Streams DuckDB's sorted batches into one Parquet file in row groups of a fixed row count."""
 
@@ -249,7 +262,7 @@ class _SortedFileWriter:
         self.reader, self.row_group_rows, self.rows, self.step = reader, row_group_rows, 0, step
 
     def write(self, fh) -> None:
-        with pq.ParquetWriter(fh, self.schema, compression="zstd") as writer:
+        with pq.ParquetWriter(fh, self.schema, **column_encodings(self.schema)) as writer:
             pending, n = [], 0
             for batch in self.reader:
                 pending.append(batch)

@@ -112,6 +112,7 @@ SHARDS = pa.schema(
         ("run_id", pa.string()),
         ("created_at", _ts),
         ("plan_digest", pa.string()),  # hash of what the shard should hold: `shard` skips a shard that matches
+        ("sources_json", pa.string()),  # {source: samples written} ("negatives" for negative samples)
     ]
 )
 

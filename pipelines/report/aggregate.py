@@ -1,25 +1,25 @@
 """The report's numbers, aggregated inside DuckDB so a 20M-row catalog never reaches Python.
 
-Every function here returns a few thousand values at most. A histogram costs two passes over its table
-for all columns together: min and max per column (columnar, cheap), then one ``GROUPING SETS`` query
-that counts ``FINE_BINS`` bins per column and verdict (the per-source counts ride along in the same
-scan, so the verdict expression of `scan_verdicts` is evaluated once per row, not once per signal).
-The page shows ``HIST_BINS`` bars between the 0.1 % and 99.9 % points (read off the fine bins) widened
+Every function here returns a few thousand values at most. `scans` is read by :mod:`scan_pass` (one
+exact pass, one sample); the small tables' histograms cost two passes: min and max per column, then one
+``GROUPING SETS`` query that counts ``FINE_BINS`` bins per column and group. The page shows ``HIST_BINS`` bars between the 0.1 % and 99.9 % points (read off the fine bins) widened
 to include the thresholds, so one outlier cannot squeeze everything into a single bar; values outside
 land in the edge bars. Rebinning is by fine-bin centre, so a bar edge is exact to 1/1000 of the range.
 """
 
+import json
 import math
 from dataclasses import dataclass
 
 from catalogs.catalog import Catalog
+from pipelines.report import scan_pass
+from pipelines.report.scan_pass import FINE_BINS, PASSED, REJECTED_ELSEWHERE, REJECTED_HERE
 from schemas.tables import QUALITY_SIGNALS
 
 HIST_BINS = 40  # bars on the page
-FINE_BINS = 1000  # bins counted in SQL, from which the bars' range and counts are read
 # Histogram categories, in stacking order: how the catalog judged the images in each bar.
-PASSED, REJECTED_HERE, REJECTED_ELSEWHERE = "passed", "rejected by this signal", "rejected by another check"
 CATEGORIES = (PASSED, REJECTED_HERE, REJECTED_ELSEWHERE)
+__all__ = ["FINE_BINS", "REJECTED_ELSEWHERE"]  # re-exported: the tests and the page name them from here
 
 _DECISION_COUNTS_SQL = "SELECT source, reason, count(*) AS n FROM decisions GROUP BY ALL"
 
@@ -49,6 +49,9 @@ class Histogram:
     counts: dict[str, list[int]]  # category -> count per bin
     bound: Bound
     unit: str = "images"  # what the bars count
+    every: int = 1  # the bars count a deterministic 1-in-`every` sample of the rows (see scan_pass)
+    measured: int | None = None  # exact number of measured values (None: the bars' total, every == 1)
+    rejected: int | None = None  # exact number rejected by this signal (None: the bars' count)
 
     @property
     def total(self) -> int:
@@ -98,36 +101,30 @@ def _fine_bin(c: str, lo: float, hi: float) -> str:
             f'{FINE_BINS - 1})::INTEGER END AS "b_{c}"')
 
 
-def fine_counts(catalog, relation: str, columns: list[str], group: str, extra_set: tuple[str, ...] = (),
-                range_relation: str | None = None):
-    """One scan: {column: (lo, hi, {group value: [count per fine bin]})}, and the ``extra_set`` rows.
+def fine_counts(catalog, relation: str, columns: list[str], group: str):
+    """Two scans: {column: (lo, hi, {group value: [count per fine bin]})}; ``group`` is an expression.
 
-    ``group`` is an expression named ``grp``; ``extra_set`` (column names of ``relation``) adds one more
-    grouping set counted in the same pass (e.g. source and verdict).
+    For the small tables (model scores, caption lengths); `scans` goes through `scan_pass`.
     """
-    ranges = {c: r for c, r in _min_max(catalog, range_relation or relation, columns).items() if r}
-    if not ranges and not extra_set:
+    ranges = {c: r for c, r in _min_max(catalog, relation, columns).items() if r}
+    if not ranges:
         return {}, []
     bins = "".join(f", {_fine_bin(c, *r)}" for c, r in ranges.items())
-    sets = [f'(grp, "b_{c}")' for c in ranges] + ([f"({', '.join(extra_set)})"] if extra_set else [])
+    sets = ", ".join(f'(grp, "b_{c}")' for c in ranges)
     flags = "".join(f', grouping("b_{c}") AS "g_{c}"' for c in ranges)
-    keys = "".join(f', "b_{c}"' for c in ranges) + "".join(f", {k}" for k in extra_set)
-    grp = "grp" if ranges else "NULL AS grp"  # no measured values: only the extra set is counted
-    sql = (f"SELECT {grp}{keys}{flags}, count(*) AS n FROM (SELECT {group} AS grp{bins}"
-           f"{''.join(f', {k}' for k in extra_set)} FROM {relation}) GROUP BY GROUPING SETS ({', '.join(sets)})")
+    keys = "".join(f', "b_{c}"' for c in ranges)
+    sql = (f"SELECT grp{keys}{flags}, count(*) AS n FROM (SELECT {group} AS grp{bins} FROM {relation}) "
+           f"GROUP BY GROUPING SETS ({sets})")
     out = {c: (lo, hi, {}) for c, (lo, hi) in ranges.items()}
-    extra = []
     for r in catalog.query(sql).to_pylist():
-        column = next((c for c in ranges if r[f"g_{c}"] == 0), None)
-        if column is None:
-            extra.append({k: r[k] for k in extra_set} | {"n": r["n"]})
-        elif r[f"b_{column}"] is not None:  # NULL: not measured
+        column = next(c for c in ranges if r[f"g_{c}"] == 0)
+        if r[f"b_{column}"] is not None:  # NULL: not measured
             out[column][2].setdefault(r["grp"], [0] * FINE_BINS)[r[f"b_{column}"]] += r["n"]
-    return out, extra
+    return out, []
 
 
 def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, categories=None,
-                      integer: bool = False, unit: str = "images") -> Histogram:
+                      integer: bool = False, unit: str = "images", **exact) -> Histogram:
     """Fine bins -> ``HIST_BINS`` bars over the 0.1–99.9 % range plus the thresholds (see module doc).
 
     ``integer`` values (token counts) get bars a whole number wide, centred on the integers.
@@ -161,7 +158,7 @@ def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, 
             if count:
                 centre = lo + (i + 0.5) * width
                 bars[min(max(int(math.floor((centre - d_lo) / step)), 0), n_bars - 1)] += count
-    return Histogram(name, d_lo, d_hi, counts, bound, unit)
+    return Histogram(name, d_lo, d_hi, counts, bound, unit, **exact)
 
 
 def _span(observed: tuple[float, float], bound: Bound) -> tuple[float, float]:
@@ -172,31 +169,34 @@ def _span(observed: tuple[float, float], bound: Bound) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def scan_aggregates(catalog) -> tuple[list[dict], list[Histogram]]:
-    """(counts per source and reason, a histogram per cheap signal split by verdict): one pass over scans.
+def scan_aggregates(catalog, k: int = 1) -> tuple[list[dict], list[Histogram]]:
+    """(counts per source and reason, a histogram per cheap signal split by verdict): see :func:`from_pass`."""
+    reasons, hists, _ = from_pass(catalog, k)
+    return reasons, hists
+
+
+def from_pass(catalog, k: int) -> tuple[list[dict], list[Histogram], scan_pass.ScanPass]:
+    """Counts, histograms and the pass itself (its candidate paths feed the thumbnails).
 
     `decisions` only rejects rows whose scan verdict is NULL (dedup and model metrics look at survivors
     only), so the final reasons are the scan verdicts corrected by the small `decisions` table, as in
-    `status`: no join over the whole catalog.
+    `status`: no join over the whole catalog. Histograms come from the pass's sample.
     """
     bounds, _ = stored_thresholds(catalog)
-    fine, per_source = fine_counts(catalog, "scan_verdicts", list(QUALITY_SIGNALS), "verdict",
-                                   extra_set=("source", "verdict"), range_relation="scans")
+    exact = scan_pass.full_pass(catalog, k)
     counts: dict[tuple, int] = {}
-    for r in per_source:
+    for r in exact.counts:
         counts[(r["source"], r["verdict"])] = counts.get((r["source"], r["verdict"]), 0) + r["n"]
     for r in catalog.query(_DECISION_COUNTS_SQL).to_pylist():
         counts[(r["source"], None)] = counts.get((r["source"], None), 0) - r["n"]
         counts[(r["source"], r["reason"])] = counts.get((r["source"], r["reason"]), 0) + r["n"]
     rows = [{"source": s, "reason": reason, "n": n} for (s, reason), n in counts.items() if n]
     rows.sort(key=lambda r: (str(r["source"]), -r["n"], str(r["reason"])))
-
-    def category(name):
-        return lambda verdict: (PASSED if verdict is None else REJECTED_HERE if verdict == f"low_quality:{name}"
-                                else REJECTED_ELSEWHERE)
-
-    hists = [display_histogram(c, fine[c], bounds[c], category(c)) for c in QUALITY_SIGNALS if c in fine]
-    return rows, hists
+    every, fine = exact.every, exact.fine
+    rejected = {c: sum(r["n"] for r in exact.counts if r["verdict"] == f"low_quality:{c}") for c in QUALITY_SIGNALS}
+    hists = [display_histogram(c, fine[c], bounds[c], every=every, measured=exact.measured[c], rejected=rejected[c])
+             for c in QUALITY_SIGNALS if c in fine]
+    return rows, hists, exact
 
 
 def iqa_histograms(catalog) -> list[Histogram]:
@@ -253,6 +253,36 @@ def shard_mix(catalog: Catalog) -> list[dict]:
         "FROM (SELECT * FROM shards QUALIFY row_number() OVER (PARTITION BY name, shard ORDER BY created_at DESC) = 1) "
         "GROUP BY ALL ORDER BY name, split"
     ).to_pylist()
+
+
+UNKNOWN_SOURCE = "(not recorded)"  # shards written before `shards.sources_json` existed
+
+
+def shard_sources(catalog: Catalog) -> list[dict]:
+    """Samples per (name, split, source) from each shard's newest row; shares of its split, sorted.
+
+    Each `shards` row records what its tar holds (``sources_json``: source -> samples, negatives
+    apart), so this is the mix as written, not as planned; one row per tar keeps it small.
+    """
+    # a catalog whose views predate the column (not refreshed since) reads as "not recorded"
+    column = "sources_json" if "sources_json" in catalog.query("SELECT * FROM shards LIMIT 0").column_names else (
+        "NULL AS sources_json")
+    rows = catalog.query(
+        f"SELECT name, split, samples, {column} FROM shards "
+        "QUALIFY row_number() OVER (PARTITION BY name, shard ORDER BY created_at DESC) = 1"
+    ).to_pylist()
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        sources = json.loads(r["sources_json"]) if r["sources_json"] else {UNKNOWN_SOURCE: r["samples"] or 0}
+        for source, n in sources.items():
+            counts[(r["name"], r["split"], source)] = counts.get((r["name"], r["split"], source), 0) + int(n)
+    totals: dict[tuple, int] = {}
+    for (name, split, _), n in counts.items():
+        totals[(name, split)] = totals.get((name, split), 0) + n
+    out = [{"name": name, "split": split, "source": source, "samples": n,
+            "share": n / totals[(name, split)] if totals[(name, split)] else 0.0}
+           for (name, split, source), n in counts.items()]
+    return sorted(out, key=lambda r: (str(r["name"]), str(r["split"]), -r["samples"], str(r["source"])))
 
 
 def shard_configs(catalog: Catalog) -> dict[str, str]:

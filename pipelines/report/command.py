@@ -51,6 +51,7 @@ class ReportData:
     negative_stats: list[dict]
     negatives: list[dict]
     shard_mix: list[dict]
+    shard_sources: list[dict]  # {name, split, source, samples, share}
     shard_configs: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -70,23 +71,22 @@ def _collect(catalog, opts: ReportOptions) -> ReportData:
         timings[name] = round(time.perf_counter() - t0, 4)
         return out
 
-    reasons, histograms = timed("counts_and_histograms", aggregate.scan_aggregates, catalog)
-    groups = timed("sample_paths", samples.group_paths, catalog, opts.per_group)
+    reasons, histograms, exact = timed("scans_pass_and_histograms", aggregate.from_pass, catalog,
+                                       samples.CANDIDATES * opts.per_group)
+    groups = timed("sample_paths", samples.group_paths, catalog, opts.per_group, reasons, exact)
     dup_total, dups = timed("duplicate_groups", samples.duplicate_groups, catalog, opts.duplicate_groups,
                             opts.per_duplicate_group)
     good, flagged = timed("caption_examples", samples.caption_examples, catalog, opts.captions, 2)
     negatives = timed("negative_examples", samples.negative_examples, catalog, opts.negatives)
     caption_stats, caption_lengths = timed("caption_stats", aggregate.caption_aggregates, catalog)
 
-    # One lookup per table for every section: kept copies, captioned and negative sources, then rows.
+    # One lookup in `scans` for every section: sampled paths, kept copies, captioned and negative sources.
     sampled = [p for g in groups.values() for p in g["paths"]] + [p for g in dups for p in g["paths"]]
     dup_of = timed("duplicate_of", _duplicate_of, catalog, sampled)
     captioned = good + [r for rows in flagged.values() for r in rows]
-    holders = timed("paths_of", samples.paths_of, catalog, [*dup_of.values(), *(g["kept_id"] for g in dups),
-                                                           *(r["image_id"] for r in captioned + negatives)])
     kept_ids = {*dup_of.values(), *(g["kept_id"] for g in dups)}
-    rows = timed("image_rows", samples.image_rows, catalog,
-                 sampled + [p for i in kept_ids for p in holders.get(i, [])])
+    rows, holders = timed("image_rows", samples.lookup, catalog, sampled,
+                          [*kept_ids, *(r["image_id"] for r in captioned + negatives)])
     kept = {}
     for image_id in kept_ids:
         accepted = [rows[p] for p in holders.get(image_id, []) if p in rows and rows[p]["status"] == "accepted"]
@@ -106,6 +106,7 @@ def _collect(catalog, opts: ReportOptions) -> ReportData:
         caption_stats=caption_stats, caption_lengths=caption_lengths, captions=good, flagged_captions=flagged,
         negative_stats=timed("negative_stats", aggregate.negative_stats, catalog), negatives=negatives,
         shard_mix=timed("shard_mix", aggregate.shard_mix, catalog),
+        shard_sources=timed("shard_sources", aggregate.shard_sources, catalog),
         shard_configs=timed("shard_configs", aggregate.shard_configs, catalog), timings=timings,
     )
 

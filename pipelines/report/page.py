@@ -98,8 +98,9 @@ def _counts(data) -> str:
 
 def _signals(data) -> str:
     rows = "".join(
-        f"<tr><td>{escape(h.name)}</td><td class=t>{escape(h.bound.text())}</td><td>{_num(h.total)}</td>"
-        f"<td>{_num(sum(h.counts.get(plots.CATEGORIES[1], [])))}</td></tr>"
+        f"<tr><td>{escape(h.name)}</td><td class=t>{escape(h.bound.text())}</td>"
+        f"<td>{_num(h.total if h.measured is None else h.measured)}</td>"
+        f"<td>{_num(sum(h.counts.get(plots.CATEGORIES[1], [])) if h.rejected is None else h.rejected)}</td></tr>"
         for h in data.histograms + data.iqa_histograms)
     svgs = "".join(f"<div>{plots.histogram_svg(h)}</div>" for h in data.histograms + data.iqa_histograms)
     notes = {plots.CATEGORIES[0]: " (every per-file check; duplicates are decided after)"}
@@ -107,8 +108,16 @@ def _signals(data) -> str:
                      for k, c in plots.COLOURS.items())
     return ("<p class=muted>Thresholds as stored in the catalog settings (the rules the <code>images</code> view "
             "applies). Bars are stacked by verdict; values outside the plotted range are counted in the edge bars."
-            f"</p><table><tr><th>signal</th><th class=t>accepted range</th><th>measured</th><th>rejected by it</th></tr>{rows}"
+            f"{_sample_note(data)}</p><table><tr><th>signal</th><th class=t>accepted range</th><th>measured</th><th>rejected by it</th></tr>{rows}"
             f"</table><p class=legend>{legend}</p><div class=plots>{svgs}</div>")
+
+
+def _sample_note(data) -> str:
+    every = max((h.every for h in data.histograms), default=1)
+    if every == 1:
+        return ""
+    return (f" The bars count a deterministic 1-in-{every:,} sample of the images (by a hash of the stored "
+            "perceptual hash); the table's counts are exact.")
 
 
 def _samples(data, uris) -> tuple[str, str]:
@@ -189,7 +198,7 @@ def _shards(data, preview) -> str:
         recipes = "".join(f"<h3>{escape(str(n))}: options of the newest run</h3>{_recipe(c)}"
                           for n, c in sorted(data.shard_configs.items(), key=lambda kv: str(kv[0])))
         out = (f"<table><tr><th>name</th><th class=t>split</th><th>shards</th><th>samples</th><th>size</th></tr>{rows}"
-               f"</table>{recipes}")
+               f"</table>{_source_mix(data.shard_sources)}{recipes}")
     else:
         out = "<p>No shards yet (<code>supir-data shard</code>).</p>"
     if preview:
@@ -197,6 +206,24 @@ def _shards(data, preview) -> str:
         out += (f"<h3>Degradation preview: preset <code>{escape(name)}</code> (GT left, LQ right)</h3>"
                 f'<img class="preview" alt="degradation preview" src="{thumbs.data_uri(png, "image/png")}">')
     return out
+
+
+def _source_mix(rows: list[dict]) -> str:
+    """Samples per source and split of each shard set, as written (the `shards` rows' source counts)."""
+    out = []
+    for name in sorted({r["name"] for r in rows}, key=str):
+        mine = [r for r in rows if r["name"] == name]
+        splits = sorted({r["split"] for r in mine}, key=str)
+        cell = {(r["source"], r["split"]): r for r in mine}
+        sources = sorted({r["source"] for r in mine}, key=lambda s: (-sum(r["samples"] for r in mine if r["source"] == s), s))
+        head = "".join(f"<th>{escape(str(sp))}</th>" for sp in splits)
+        body = "".join(
+            f"<tr><td>{escape(src)}</td>" + "".join(
+                f"<td>{_num(cell[(src, sp)]['samples'])} ({cell[(src, sp)]['share']:.1%})</td>" if (src, sp) in cell
+                else "<td>-</td>" for sp in splits) + "</tr>" for src in sources)
+        out.append(f"<h3>{escape(str(name))}: samples per source and split</h3>"
+                   f"<table class=mix><tr><th>source</th>{head}</tr>{body}</table>")
+    return "".join(out)
 
 
 def _recipe(config_json: str) -> str:

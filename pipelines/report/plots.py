@@ -2,11 +2,17 @@
 
 Inline SVG keeps the page one file, scales sharply and stays small (a histogram is a few KB); text is
 kept as text (``svg.fonttype = none``) so the browser draws it in the page's font.
+
+Cheap by construction: a histogram is one filled step outline per verdict category (``stairs``), not one
+rectangle per bar, and figures have fixed margins (``bbox_inches="tight"`` would draw each figure twice).
+The SVG is deterministic: a fixed hash salt for its element ids and no date in its metadata, so the
+same catalog gives the same page.
 """
 
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,12 +30,22 @@ _STYLE = {
     "axes.labelcolor": "#343a40",
     "xtick.color": "#495057",
     "ytick.color": "#495057",
+    "svg.hashsalt": "supir-data-report",  # element ids from a fixed salt, not a random one
 }
+_MARGINS = {"left": 0.15, "right": 0.97, "bottom": 0.13, "top": 0.88}
+
+
+@matplotlib.ticker.FuncFormatter
+def _compact(value, _pos) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
 
 
 def _svg(fig) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline SVG needs neither
@@ -38,17 +54,16 @@ def _svg(fig) -> str:
 def histogram_svg(hist: Histogram) -> str:
     """Stacked bars per verdict category with the accepted range's bounds drawn as dashed lines."""
     edges = hist.edges()
-    width = edges[1] - edges[0]
     with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(4.3, 2.3))
+        fig, ax = plt.subplots(figsize=(4.3, 2.3), gridspec_kw=_MARGINS)
         bottom = [0] * hist.bins
         for cat in CATEGORIES:
             counts = hist.counts.get(cat)
             if not counts:
                 continue
-            ax.bar(edges[:-1], counts, width=width, bottom=bottom, align="edge", color=COLOURS[cat],
-                   edgecolor="white", linewidth=0.3)
-            bottom = [b + c for b, c in zip(bottom, counts)]
+            top = [b + c for b, c in zip(bottom, counts)]
+            ax.stairs(top, edges, baseline=bottom, fill=True, color=COLOURS[cat], linewidth=0)
+            bottom = top
         for side, value in (("min", hist.bound.min), ("max", hist.bound.max)):
             if value is None:
                 continue
@@ -56,19 +71,21 @@ def histogram_svg(hist: Histogram) -> str:
             ax.annotate(f"{side} {value:g}", (value, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -2),
                         textcoords="offset points", va="top", fontsize=8, color="#212529")
         ax.set_xlim(hist.lo, hist.hi)
-        ax.set_ylabel(hist.unit)
-        ax.set_title(hist.name, loc="left", fontsize=10, fontweight="bold")
+        ax.yaxis.set_major_formatter(_compact)  # "2.5M", not an offset label the fixed margins might clip
+        ax.set_ylabel(hist.unit if hist.every == 1 else f"{hist.unit}, 1 in {hist.every:,}")
+        ax.set_title(hist.name, loc="left", fontsize=10, fontweight="bold", y=1.0)  # fixed y: no auto layout pass
         return _svg(fig)
 
 
 def bars_svg(title: str, labels: list[str], values: list[int], colour: str = "#457b9d") -> str:
     """Horizontal bars (e.g. caption lengths per bin or samples per split)."""
     with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(4.3, 0.3 + 0.22 * max(len(labels), 3)))
+        fig, ax = plt.subplots(figsize=(4.3, 0.3 + 0.22 * max(len(labels), 3)),
+                               gridspec_kw=_MARGINS | {"left": 0.3, "bottom": 0.08})
         ax.barh(range(len(labels)), values, color=colour)
         ax.set_yticks(range(len(labels)), labels)
         ax.invert_yaxis()
-        ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
+        ax.set_title(title, loc="left", fontsize=10, fontweight="bold", y=1.0)
         for i, v in enumerate(values):
             ax.annotate(f"{v:,}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
         return _svg(fig)

@@ -7,6 +7,7 @@ path with the recorded size and SHA-256 is reused, not rewritten.
 """
 
 import hashlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -75,7 +76,7 @@ def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | Non
     row = {
         "shard": plan.shard, "name": plan.name, "split": plan.split, "path": str(final.resolve()),
         "samples": written, "bytes": tar.size, "sha256": tar.sha256.hexdigest(), "run_id": run_id,
-        "created_at": utc_now(), "plan_digest": plan.digest,
+        "created_at": utc_now(), "plan_digest": plan.digest, "sources_json": json.dumps(sources, sort_keys=True),
     }  # fmt: skip
     if root is not None:
         write_part(root, "shards", [row], name=_part_name(plan.shard))

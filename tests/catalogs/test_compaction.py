@@ -24,6 +24,10 @@ def test_compaction_keeps_every_view_and_is_idempotent(tmp_path):
         assert table.column("path").to_pylist() == sorted(table.column("path").to_pylist())
         meta = pq.ParquetFile(catalog.store.url_of(f"lake/scans/{p.file}")).metadata
         assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= 16
+        chunks = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+        # signals PLAIN and uncompressed (decoded on every report and judge), strings dictionary + zstd
+        assert "RLE_DICTIONARY" not in chunks["sharpness"].encodings and chunks["sharpness"].compression == "UNCOMPRESSED"
+        assert "RLE_DICTIONARY" in chunks["source"].encodings and chunks["source"].compression == "ZSTD"
     generations = {t: read_manifest(catalog.store, t).generation for t in COMPACTABLE}
     again = compact_lake(catalog, target_rows=40, row_group_rows=16)
     assert all(r.merged == 0 and r.written == 0 for r in again)

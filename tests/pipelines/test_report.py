@@ -4,6 +4,8 @@ and `explain` on its verdicts."""
 import base64
 import hashlib
 import io
+import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -88,6 +90,20 @@ def test_report_is_self_contained_and_shows_every_part(demo_root):
     assert "a detailed photo, number 1" in html and "repetitive" in html
     assert "negative · seed 0" in html and "Degradation preview" in html
     assert ">train<" in html and ">val<" in html
+    # the shard stage records each tar's samples per source; the page shows that mix per split
+    shards = catalog.query("SELECT samples, sources_json FROM shards WHERE name = 'demo'").to_pylist()
+    assert shards and all(sum(json.loads(r["sources_json"]).values()) == r["samples"] for r in shards)
+    mix = html.split("demo: samples per source and split", 1)[1].split("</table>", 1)[0]
+    assert "<td>demo</td>" in mix  # the corpus was ingested as source "demo"
+
+
+def test_report_is_deterministic_apart_from_its_timestamp(demo_root, tmp_path):
+    from pipelines.report.command import build_report
+
+    pages = [build_report(Catalog(demo_root), tmp_path / f"r{i}.html")[0].read_text() for i in range(2)]
+    stamp = re.compile(r"generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+    assert stamp.search(pages[0])
+    assert stamp.sub("", pages[0]) == stamp.sub("", pages[1])
 
 
 @needs_chromium

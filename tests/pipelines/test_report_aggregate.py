@@ -1,5 +1,7 @@
 """The report's aggregation queries agree with direct SQL counts (a synthetic lake, no Ray)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from catalogs.lake import write_part
 from pipelines.ingest.quality import load_thresholds, quality_reason_sql, thresholds_to_dict
 from pipelines.report import aggregate, samples
 from pipelines.report.command import ReportOptions, collect
+from pipelines.report.page import render
 from schemas.runs import utc_now
 from schemas.tables import QUALITY_SIGNALS
 
@@ -48,7 +51,10 @@ def catalog(tmp_path_factory):
         for i in range(0, 400)], name="captions")
     write_part(root, "shards", [
         {"shard": f"s-{i}.tar", "name": "mix", "split": "val" if i == 0 else "train", "path": f"/s/{i}.tar",
-         "samples": 100 + i, "bytes": 10_000, "sha256": "x", "created_at": utc_now()} for i in range(5)], name="s")
+         "samples": 100 + i, "bytes": 10_000, "sha256": "x", "created_at": utc_now(),
+         # the newest shard predates `sources_json`: its samples count as not recorded
+         "sources_json": None if i == 4 else json.dumps({"div2k": 60 + i, "ffhq": 40 - i, "negatives": i})}
+        for i in range(5)], name="s")
     thresholds = load_thresholds()
     cat = Catalog(root)
     cat.update_settings(quality_thresholds=thresholds_to_dict(thresholds),
@@ -138,6 +144,21 @@ def test_caption_and_shard_aggregates(catalog):
     mix = {r["split"]: r for r in aggregate.shard_mix(catalog)}
     assert mix["val"]["samples"] == 100 and mix["train"]["samples"] == 101 + 102 + 103 + 104
     assert mix["train"]["shards"] == 4
+
+
+def test_shard_mix_per_split_and_source(catalog):
+    mix = {(r["split"], r["source"]): r for r in aggregate.shard_sources(catalog)}
+    assert {k: r["samples"] for k, r in mix.items()} == {
+        ("val", "div2k"): 60, ("val", "ffhq"): 40, ("val", "negatives"): 0,
+        ("train", "div2k"): 61 + 62 + 63, ("train", "ffhq"): 39 + 38 + 37, ("train", "negatives"): 1 + 2 + 3,
+        ("train", aggregate.UNKNOWN_SOURCE): 104}
+    for split in ("train", "val"):  # per-source samples add up to the split's samples, shares to 1
+        mine = [r for (sp, _), r in mix.items() if sp == split]
+        assert sum(r["samples"] for r in mine) == {r["split"]: r for r in aggregate.shard_mix(catalog)}[split]["samples"]
+        assert sum(r["share"] for r in mine) == pytest.approx(1.0)
+    page = render(collect(catalog))
+    assert "mix: samples per source and split" in page
+    assert f"{61 + 62 + 63} ({(61 + 62 + 63) / (4 * 100 + 10):.1%})" in page
 
 
 def test_a_catalog_never_ingested_into_reports_zeros(tmp_path):
