@@ -100,7 +100,8 @@ def open_shard(url: str):
     if _is_store_url(url):
         import fsspec
 
-        return fsspec.open(url, "rb", block_size=8 << 20).open()  # sequential reads: large blocks
+        fs, path = fsspec.core.url_to_fs(url)
+        return fs.open(path, "rb", block_size=8 << 20)  # sequential reads: large blocks
     return gopen(url, "rb")
 
 
