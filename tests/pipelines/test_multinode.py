@@ -21,7 +21,7 @@ from tests.s3_server import local_s3
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
-INGEST = ("ingest", "s3://photos/in", "--min-side", 96, "--batch-size", 2)  # 6 jobs for 3 CPUs
+INGEST = ("ingest", "s3://photos-multi/in", "--min-side", 96, "--batch-size", 2)  # 6 jobs for 3 CPUs
 SHARD = ("shard", "--gt-size", 96, "--lq", "none", "--val-fraction", 0.2, "--max-count", 2)
 COMPARED = {
     "scans": "SELECT * EXCLUDE (run_id, ingested_at) FROM scans ORDER BY path",
@@ -67,23 +67,23 @@ def _catalog(root: str) -> dict[str, list[dict]]:
 def test_ingest_and_shard_on_three_nodes_equal_one_node(cluster, tmp_path, monkeypatch):
     cluster, nodes = cluster
     with local_s3() as env:
-        upload(env, "photos", photo_corpus())
-        upload(env, "lake", {})
+        upload(env, "photos-multi", photo_corpus())
+        upload(env, "lake-multi", {})
         env = {**env, "SUPIR_DATA_CATALOG_CACHE": str(tmp_path / "driver")}
         for args in (INGEST, SHARD):
-            cli("s3://lake/multi", env, *args, ray_address=cluster.address)
+            cli("s3://lake-multi/multi", env, *args, ray_address=cluster.address)
         for args in (INGEST, SHARD):
-            cli("s3://lake/single", env, *args, num_cpus=2)
+            cli("s3://lake-multi/single", env, *args, num_cpus=2)
 
         assert len(_nodes_that_ran(nodes, "run_job")) >= 2  # the work really was spread over nodes
-        lake = keys(env, "lake", "multi/")
+        lake = keys(env, "lake-multi", "multi/")
         assert any(k.startswith("multi/lake/scans/part-") for k in lake)
         assert sum(k.startswith("multi/shards/supir-") and k.endswith(".tar") for k in lake) >= 3
         assert not any(k.endswith(".duckdb") for k in lake)  # the catalog file stays on the driver
 
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        multi, single = _catalog("s3://lake/multi"), _catalog("s3://lake/single")
+        multi, single = _catalog("s3://lake-multi/multi"), _catalog("s3://lake-multi/single")
     assert len(multi["scans"]) == len(photo_corpus())
     assert sum(r["status"] == "accepted" for r in multi["images"]) >= 6
     assert multi == single

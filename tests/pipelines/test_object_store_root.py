@@ -12,14 +12,14 @@ from tests.pipelines.object_store_cli import cli, keys, photo_corpus, upload
 from tests.s3_server import local_s3
 
 pytestmark = pytest.mark.slow
-ROOT = "s3://lake/run/data"
+ROOT = "s3://lake-root/run/data"
 
 
 @pytest.fixture
 def s3(tmp_path, monkeypatch):
     with local_s3() as env:
-        upload(env, "photos", photo_corpus())
-        upload(env, "lake", {})
+        upload(env, "photos-root", photo_corpus())
+        upload(env, "lake-root", {})
         env = {**env, "SUPIR_DATA_CATALOG_CACHE": str(tmp_path / "driver")}
         for k, v in env.items():
             monkeypatch.setenv(k, v)  # this process reads the catalog and the tars too
@@ -29,7 +29,7 @@ def s3(tmp_path, monkeypatch):
 def test_every_stage_with_an_s3_root(s3, tiny_models, tmp_path):
     from supir.reader import ReaderConfig, make_loader
 
-    cli(ROOT, s3, "ingest", "s3://photos/in", "--min-side", 96, "--batch-size", 4)
+    cli(ROOT, s3, "ingest", "s3://photos-root/in", "--min-side", 96, "--batch-size", 4)
     catalog = Catalog(ROOT)
     accepted = catalog.scalar("SELECT count(*) FROM images WHERE status = 'accepted'")
     assert catalog.scalar("SELECT count(*) FROM scans") == len(photo_corpus()) and accepted >= 6
@@ -45,13 +45,13 @@ def test_every_stage_with_an_s3_root(s3, tiny_models, tmp_path):
     assert "0 shards written" in again.stdout  # each tar in the store is checked (size, SHA-256) and reused
     fewer = cli(ROOT, s3, "shard", "--gt-size", 96, "--lq", "precomputed", "--val-fraction", 0, "--max-count", 100)
     assert "1 shards written" in fewer.stdout
-    tars = [k for k in keys(s3, "lake", "run/data/shards/") if k.endswith(".tar")]
+    tars = [k for k in keys(s3, "lake-root", "run/data/shards/") if k.endswith(".tar")]
     assert tars == ["run/data/shards/supir-train-000000.tar"]  # the earlier plan's tars were removed
     assert catalog.scalar("SELECT count(*) FROM shards") == 1  # and so were their rows
 
     assert "accepted" in cli(ROOT, s3, "status").stdout
     cli(ROOT, s3, "report")
-    everything = keys(s3, "lake", "run/data/")
+    everything = keys(s3, "lake-root", "run/data/")
     assert "run/data/report.html" in everything and "run/data/catalog_settings.json" in everything
     assert not any(k.endswith(".duckdb") for k in everything)
     assert list((tmp_path / "driver").glob("*/catalog.duckdb"))  # the catalog file lives on the driver
