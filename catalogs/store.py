@@ -54,10 +54,10 @@ class Store:
         return self.fs is not None
 
     def url_of(self, rel: str) -> str:
-        return f"{self.url}/{rel}"
+        return f"{self.url}/{rel}" if rel else self.url
 
     def _path(self, rel: str) -> str:
-        return f"{self.base}/{rel}"
+        return f"{self.base}/{rel}" if rel else self.base
 
     # -- writing -----------------------------------------------------------------------------------
     def write_atomic(self, rel: str, write, sync_dir: bool = False) -> str:
@@ -67,8 +67,14 @@ class Store:
         """
         path = self._path(rel)
         if self.remote:
-            with self.fs.open(path, "wb") as fh:  # visible only when the upload completes
+            fh = self.fs.open(path, "wb")  # visible only when the upload completes (close)
+            try:
                 write(fh)
+            except BaseException:
+                fh.discard()  # abort the multipart upload; a context manager would commit the half file
+                fh.closed = True
+                raise
+            fh.close()
             return self.url_of(rel)
         folder, name = os.path.split(path)
         os.makedirs(folder, exist_ok=True)
@@ -122,7 +128,7 @@ class Store:
                 if info.get("type") == "file" and fnmatch.fnmatchcase(name, pattern):
                     version = info.get("ETag") or info.get("LastModified") or info.get("mtime")
                     size = int(info.get("size") or 0)
-                    out.append(Entry(name, self.url_of(f"{rel_dir}/{name}"), f"{size}:{version}", size))
+                    out.append(Entry(name, self.url_of(f"{rel_dir}/{name}" if rel_dir else name), f"{size}:{version}", size))
         else:
             try:
                 entries = list(os.scandir(folder))
@@ -134,9 +140,33 @@ class Store:
                     out.append(Entry(e.name, os.path.join(folder, e.name), f"{st.st_size}:{st.st_mtime_ns}", st.st_size))
         return sorted(out, key=lambda e: e.name)
 
+    def sizes(self, rel_dir: str) -> dict[str, int]:
+        """URL -> size of every file under ``rel_dir``, recursively, in one listing (not a HEAD per file)."""
+        folder = self._path(rel_dir)
+        if self.remote:
+            try:
+                found = self.fs.find(folder, detail=True)
+            except FileNotFoundError:
+                return {}
+            return {self.fs.unstrip_protocol(p): int(i.get("size") or 0) for p, i in found.items()}
+        out = {}
+        for dirpath, _, names in os.walk(folder):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                out[path] = os.path.getsize(path)
+        return out
+
     def exists(self, rel: str) -> bool:
         path = self._path(rel)
         return self.fs.exists(path) if self.remote else os.path.exists(path)
+
+    def size(self, rel: str) -> int | None:
+        """The file's size in bytes, or None when it does not exist."""
+        path = self._path(rel)
+        try:
+            return int(self.fs.size(path)) if self.remote else os.path.getsize(path)
+        except FileNotFoundError:
+            return None
 
     # -- deleting ----------------------------------------------------------------------------------
     def delete(self, url: str) -> None:
@@ -148,6 +178,27 @@ class Store:
                 os.unlink(url)
         except FileNotFoundError:
             pass
+
+
+def split_url(url_or_path) -> tuple[Store, str]:
+    """(the Store of a file's folder, the file's name): for one file given by path or URL."""
+    text = str(url_or_path).rstrip("/")
+    if not is_remote(text):
+        folder, name = os.path.split(os.path.abspath(text.removeprefix("file://")))
+        return Store(folder), name
+    folder, _, name = text.rpartition("/")
+    if not name or folder.endswith(":/"):
+        raise ValueError(f"{url_or_path!r} names no file")
+    return Store(folder), name
+
+
+def open_file(url_or_path, mode: str = "rb"):
+    """Open one file for reading by path or URL (s3://...: through fsspec, with the AWS_* environment)."""
+    if is_remote(url_or_path):
+        import fsspec
+
+        return fsspec.open(str(url_or_path), mode).open()
+    return open(str(url_or_path).removeprefix("file://"), mode)
 
 
 def _fsync_dir(folder: str) -> None:

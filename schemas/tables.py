@@ -82,11 +82,13 @@ CAPTIONS = pa.schema(
     ]
 )
 
+NEGATIVES_DIR = "negatives"  # <root>/negatives/<id[:2]>/<id>.png: the negatives stage's images
+
 NEGATIVES = pa.schema(
     [
         ("negative_id", pa.string()),  # hex SHA-256 of the output file's bytes
         ("image_id", pa.string()),  # the source image
-        ("path", pa.string()),
+        ("path", pa.string()),  # absolute path or URL; relative ones are relative to the data root
         ("prompt", pa.string()),
         ("strength", pa.float32()),
         ("steps", pa.int32()),

@@ -22,8 +22,9 @@ import cv2
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
+from webdataset.gopen import gopen, gopen_schemes
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import group_by_keys, tar_file_iterator, url_opener
+from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from schemas.errors import ConfigError, SupirDataError
 from schemas.runs import derive_seed
@@ -59,26 +60,60 @@ class ReaderConfig:
 
 
 def resolve_shards(shards: str | list[str], split: str = "train") -> list[str]:
-    """Tar paths from a manifest (resolved next to it), a brace pattern, or a list."""
+    """Tar paths from a manifest (resolved next to it), a brace pattern, or a list.
+
+    Any of them may be an object-store URL (``s3://bucket/prefix/shards/supir.manifest.json``): tars
+    are then streamed from the store (see :func:`open_shard`), not downloaded first.
+    """
     if isinstance(shards, (list, tuple)):
         urls = [str(s) for s in shards]
     elif str(shards).endswith(MANIFEST_SUFFIX):
-        path = Path(shards)
+        text = str(shards)
         try:
-            manifest = json.loads(path.read_text())
+            with open_shard(text) as fh:
+                manifest = json.loads(fh.read())
         except FileNotFoundError:
-            raise ConfigError(f"shard manifest {path} does not exist; run `supir-data shard` first") from None
+            raise ConfigError(f"shard manifest {text} does not exist; run `supir-data shard` first") from None
         except ValueError as exc:
-            raise ConfigError(f"shard manifest {path} is not valid JSON: {exc}") from None
+            raise ConfigError(f"shard manifest {text} is not valid JSON: {exc}") from None
         splits = manifest.get("splits", {})
         if split not in splits:
-            raise ConfigError(f"manifest {path} has no split {split!r}; it has {sorted(splits)}")
-        urls = [str(path.parent / entry["path"]) for entry in splits[split]["shards"]]
+            raise ConfigError(f"manifest {text} has no split {split!r}; it has {sorted(splits)}")
+        folder = text.rsplit("/", 1)[0] if _is_store_url(text) else str(Path(text).parent)
+        urls = [f"{folder}/{entry['path']}" for entry in splits[split]["shards"]]
     else:
         urls = expand_urls(str(shards))
     if not urls:
         raise ConfigError(f"no shards in {shards!r} (split {split!r}): nothing to read")
     return urls
+
+
+def _is_store_url(url: str) -> bool:
+    """An fsspec URL that webdataset's own opener lacks (s3://, gcs://, az://, memory://...)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return bool(scheme) and scheme not in gopen_schemes and scheme != "file"
+
+
+def open_shard(url: str):
+    """A readable binary stream of one tar or manifest: webdataset's opener (local, http, pipe:...)
+    or, for object-store URLs, fsspec with the standard environment (``AWS_*``, ``AWS_ENDPOINT_URL``)."""
+    if _is_store_url(url):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url)
+        return fs.open(path, "rb", block_size=8 << 20)  # sequential reads: large blocks
+    return gopen(url, "rb")
+
+
+def _open_shards(sources, handler):
+    """webdataset's ``url_opener`` with :func:`open_shard`: a shard that cannot be opened is handled."""
+    for source in sources:
+        try:
+            yield {**source, "stream": open_shard(source["url"])}
+        except Exception as exn:  # noqa: BLE001 - the handler decides (counts it, or re-raises)
+            exn.args = (*exn.args, source["url"])
+            if not handler(exn):
+                break
 
 
 def _distributed_rank_world(config: ReaderConfig) -> tuple[int, int]:
@@ -147,7 +182,7 @@ class ShardDataset(IterableDataset):
             handler(exn)
             return False  # a tar stream cannot resync after a bad header or truncated data
 
-        for source in url_opener(self.shard_urls(), handler=handler):
+        for source in _open_shards(self.shard_urls(), handler):
             try:
                 for member in tar_file_iterator(source["stream"], handler=stop_this_tar):
                     member["__url__"] = source["url"]

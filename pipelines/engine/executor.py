@@ -15,12 +15,14 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalogs.store import is_remote
 from pipelines.engine.actors import TASKS_IN_FLIGHT_PER_ACTOR, ActorPool
 from pipelines.engine.isolation import JobContext
 from pipelines.engine.runtime import cluster_cpus, progress
@@ -66,7 +68,7 @@ def run_stage(stage: Stage, work: list[dict], root: str, run_id: str, plan: Plan
     stats = StageStats(stage.name, run_id, items=len(work))
     if work:
         start = time.monotonic()
-        notes = Path(root) / ".engine" / f"{run_id}-{stage.name}"  # what dying workers leave behind
+        notes = notes_dir(root) / f"{run_id}-{stage.name}"  # what dying workers leave behind
         try:
             _Driver(stage, work, root, run_id, plan, notes, stats).run(show_progress)
         finally:
@@ -77,6 +79,18 @@ def run_stage(stage: Stage, work: list[dict], root: str, run_id: str, plan: Plan
     if save_stats:
         stats.save(root)
     return stats
+
+
+def notes_dir(root: str) -> Path:
+    """Where workers leave the note of the item they are on: ``<root>/.engine`` for a folder root.
+
+    Notes are small local files a dying worker's watchdog appends to, so an object-store root keeps
+    them in the local temp folder instead. A worker on another node then leaves its note where the
+    driver cannot read it; the driver bisects such a job without the hint (same rows, more retries).
+    """
+    if is_remote(root):
+        return Path(tempfile.gettempdir()) / "supir-data-engine"
+    return Path(root) / ".engine"
 
 
 class _Driver:

@@ -80,12 +80,30 @@ def init_ray(settings: Settings) -> None:
         logging_level=logging.INFO if settings.debug else logging.ERROR,
         configure_logging=True,
     )
+    env_vars = storage_env()
+    if env_vars:  # a worker on another node has none of the driver's environment
+        kwargs["runtime_env"] = {"env_vars": env_vars}
     if address:
         ray.init(address=address, **kwargs)
     else:
         ray.init(address="local", num_cpus=settings.num_cpus or os.cpu_count(), **kwargs)
     if not settings.debug:
         logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+# The standard environment of the object stores fsspec reads (s3fs/botocore, gcsfs, adlfs).
+STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "AZURE_STORAGE_", "FSSPEC_")
+
+
+def storage_env() -> dict[str, str]:
+    """The driver's object-store credentials and endpoints, for every Ray worker of this job.
+
+    Workers write lake parts and shards to the data root and read images from their URLs; on a
+    cluster they run in processes started by other nodes' raylets, which do not inherit the
+    driver's environment. Ray keeps a job's ``runtime_env`` in its control store (readable by
+    anyone who can reach the cluster's GCS): prefer node roles/instance profiles there.
+    """
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(STORAGE_ENV_PREFIXES)}
 
 
 def cluster_cpus() -> int:

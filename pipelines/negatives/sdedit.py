@@ -5,16 +5,15 @@ Testable without Ray; the negatives stage (pipelines/negatives/stage.py) runs th
 
 import hashlib
 import io
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from catalogs.store import Store
 from pipelines.engine.models import torch_dtype, weights_error
+from schemas.tables import NEGATIVES_DIR
 from supir.prompts import NEGATIVE_PROMPTS
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
-NEGATIVES_DIR = "negatives"
 
 
 @dataclass(frozen=True)
@@ -98,13 +97,12 @@ def png_bytes(img) -> bytes:
     return buf.getvalue()
 
 
-def save_negative(root: str | Path, data: bytes) -> tuple[str, Path]:
-    """Write ``<root>/negatives/<id[:2]>/<id>.png`` atomically; returns (negative_id, path)."""
+def save_negative(root: str | Path, data: bytes) -> tuple[str, str]:
+    """Write ``<root>/negatives/<id[:2]>/<id>.png`` atomically (a folder or an object store);
+    returns (negative_id, its path or URL). The name is the content hash: a retry rewrites nothing."""
     negative_id = hashlib.sha256(data).hexdigest()
-    path = Path(root) / NEGATIVES_DIR / negative_id[:2] / f"{negative_id}.png"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.png")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    return negative_id, path
+    store = Store(root)
+    rel = f"{NEGATIVES_DIR}/{negative_id[:2]}/{negative_id}.png"
+    if not store.exists(rel):
+        store.write_atomic(rel, lambda fh: fh.write(data))
+    return negative_id, store.url_of(rel)

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from catalogs.catalog import Catalog
+from catalogs.store import split_url
 from pipelines.report import aggregate, samples
 from pipelines.report.reader import reading
 
@@ -149,22 +150,17 @@ def degradation_preview(data: ReportData, n: int) -> tuple[str, bytes] | None:
     return None
 
 
-def build_report(catalog: Catalog, out: str | Path, opts: ReportOptions = ReportOptions()) -> tuple[Path, ReportData]:
-    """Collect, render and write the page atomically; returns its path and the collected data."""
-    import os
-
+def build_report(catalog: Catalog, out: str | Path, opts: ReportOptions = ReportOptions()) -> tuple[Path | str, ReportData]:
+    """Collect, render and write the page atomically; returns its path (URL) and the collected data."""
     from pipelines.report.page import render
 
     data = collect(catalog, opts)
     t0 = time.perf_counter()
     html = render(data, degradation_preview(data, opts.preview_samples))
     data.timings["render"] = round(time.perf_counter() - t0, 4)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
-    return out, data
+    folder, name = split_url(out)  # a local file or an object-store URL, written all at once
+    written = folder.write_bytes(name, html.encode("utf-8"))
+    return (written if folder.remote else Path(written)), data
 
 
 @click.command("report")
@@ -176,6 +172,7 @@ def report_command(settings, out, per_group):
     """A self-contained HTML report of the catalog: counts, signal histograms, samples, duplicates, shards."""
     catalog = Catalog(settings.root)
     t0 = time.perf_counter()
-    path, _ = build_report(catalog, out or catalog.root / "report.html", ReportOptions(per_group=per_group))
-    size = path.stat().st_size
+    path, _ = build_report(catalog, out or catalog.store.url_of("report.html"), ReportOptions(per_group=per_group))
+    folder, name = split_url(path)
+    size = folder.size(name) or 0
     click.echo(f"wrote {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")

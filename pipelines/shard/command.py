@@ -7,15 +7,13 @@ SHA-256 is reused; the manifest lists exactly the tars that exist.
 """
 
 import json
-import os
 import re
-import uuid
 from pathlib import Path
 
 import click
 
 from catalogs.catalog import Catalog
-from catalogs.lake import list_parts
+from catalogs.store import Store, is_remote, split_url
 from pipelines.engine.executor import Plan, run_stage
 from pipelines.engine.options import limit_options, make_limits
 from pipelines.engine.runtime import Settings, init_ray
@@ -35,7 +33,7 @@ from pipelines.shard.tar import ShardTar  # noqa: F401 - re-exported
 from schemas.errors import ConfigError
 from schemas.runs import new_run_id
 from schemas.sample import SAMPLE_SPEC_VERSION, SPLITS, manifest_name
-from schemas.tables import QUALITY_SIGNALS
+from schemas.tables import NEGATIVES_DIR, QUALITY_SIGNALS
 
 # -- the driver ------------------------------------------------------------------------------------
 
@@ -60,12 +58,15 @@ def plan_from_catalog(catalog: Catalog, cfg: ShardConfig) -> tuple[list[ShardPla
         for batch in catalog.query(sql).to_batches(max_chunksize=65536):
             yield from batch.to_pylist()
 
+    sizes = catalog.store.sizes(NEGATIVES_DIR)  # one listing, not a stat (or HEAD) per negative
+
     def negatives():
         for row in rows(_NEGATIVES_SQL):  # negatives' paths may be relative to the data root
-            path = Path(row["path"])
-            path = path if path.is_absolute() else catalog.root / path
-            row["path"] = str(path)
-            row["bytes"] = path.stat().st_size if path.exists() else 0
+            path = row["path"]
+            if not (is_remote(path) or Path(path).is_absolute()):
+                path = catalog.store.url_of(path)
+            row["path"] = path
+            row["bytes"] = sizes[path] if path in sizes else _size(path)
             yield row
 
     selected, report = select_samples(cfg, rows(_POSITIVES_SQL), negatives())
@@ -80,25 +81,33 @@ def _done_shards(catalog: Catalog, name: str) -> dict[str, dict]:
     return {r["shard"]: r for r in rows}
 
 
-def _remove_stale(root: Path, out: Path, name: str, keep: set[str]) -> list[str]:
-    """Tars of an earlier plan under the same name (e.g. more shards before) and their rows go."""
+def _size(path: str) -> int:
+    store, name = split_url(path)
+    return store.size(name) or 0
+
+
+def _remove_stale(catalog: Catalog, out: Store, name: str, keep: set[str]) -> list[str]:
+    """Tars of an earlier plan under the same name (e.g. more shards before) and their rows go;
+    so do temp files of killed local writers (an object store never shows a half upload)."""
     removed = []
-    for tar in sorted(out.glob(f"{name}-*-*.tar")) + sorted(out.glob(f".{name}-*.tmp-*")):
-        if re.fullmatch(rf"\.?{re.escape(name)}-(train|val)-\d{{6}}\.tar(\.tmp-\w+)?", tar.name) and tar.name not in keep:
-            tar.unlink()
+    found = out.list("", f"{name}-*-*.tar") + out.list("", f".{name}-*.tmp-*") + out.list("", f".tmp-*-{name}-*.tar")
+    for tar in found:
+        shard = re.sub(r"^\.tmp-[0-9a-f]+-", "", tar.name)
+        if re.fullmatch(rf"\.?{re.escape(name)}-(train|val)-\d{{6}}\.tar(\.tmp-\w+)?", shard) and tar.name not in keep:
+            out.delete(tar.url)
             removed.append(tar.name)
-    for part in list_parts(root, "shards"):
+    for part in catalog.store.list("lake/shards", "part-shard-*.parquet"):  # never compacted
         shard = part.name.removeprefix("part-shard-").removesuffix(".parquet") + ".tar"
         if shard.startswith(f"{name}-") and shard not in keep:
-            part.unlink()
+            catalog.store.delete(part.url)
     return removed
 
 
-def write_manifest(out: Path, cfg: ShardConfig, rows: list[dict], report: dict) -> Path:
+def write_manifest(out: Store, cfg: ShardConfig, rows: list[dict], report: dict) -> str:
     """The shard set's manifest: only tars that exist in ``out`` (with their size and SHA-256)."""
-    missing = [r["shard"] for r in rows if not (out / r["shard"]).is_file()]
+    missing = [r["shard"] for r in rows if not out.exists(r["shard"])]
     if missing:
-        raise RuntimeError(f"refusing to list tars that are not in {out}: {', '.join(missing)}")
+        raise RuntimeError(f"refusing to list tars that are not in {out.url}: {', '.join(missing)}")
     splits = {}
     for split in SPLITS:
         mine = sorted((r for r in rows if r["split"] == split), key=lambda r: r["shard"])
@@ -106,34 +115,37 @@ def write_manifest(out: Path, cfg: ShardConfig, rows: list[dict], report: dict) 
         pattern = brace_pattern(cfg.name, split, len(mine))
         splits[split] = {
             "pattern": pattern,  # relative to this manifest's folder
-            "url": str(out.resolve() / pattern) if pattern else None,
+            "url": out.url_of(pattern) if pattern else None,
             "samples": sum(r["samples"] for r in mine),
             "bytes": sum(r["bytes"] for r in mine),
             "shards": entries,
         }
     manifest = {"name": cfg.name, "spec_version": SAMPLE_SPEC_VERSION, "config": cfg.content(), "splits": splits, "report": report}
-    path = out / manifest_name(cfg.name)
-    tmp = out / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return out.write_bytes(manifest_name(cfg.name), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def shard_folder(catalog: Catalog, out_dir: str | None) -> Store:
+    """``--out`` (a folder or an fsspec URL), else ``<root>/shards`` in the data root's own store."""
+    out = Store(out_dir) if out_dir else Store(catalog.store.url_of("shards"))
+    if not out.remote:
+        Path(out.url).mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def run_shard(settings: Settings, cfg: ShardConfig, out_dir: str | None = None, limits: Limits | None = None) -> dict:
     """Plan, write (or reuse) every shard on the engine, register rows, write the manifest; returns it."""
     catalog = Catalog(settings.root)
     catalog.refresh()  # pick up rows of shards a crashed run finished
-    out = (Path(out_dir) if out_dir else catalog.root / "shards").resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = shard_folder(catalog, out_dir)
     plans, report = plan_from_catalog(catalog, cfg)
     if not plans:
         raise ConfigError("no accepted images to shard (run `supir-data ingest` first, or check --gt-size)")
     done = _done_shards(catalog, cfg.name)
-    report["stale_removed"] = _remove_stale(catalog.root, out, cfg.name, {p.shard for p in plans})
+    report["stale_removed"] = _remove_stale(catalog, out, cfg.name, {p.shard for p in plans})
     run_id = new_run_id("shard")
-    catalog.record_run(run_id, "shard", cfg.content() | {"name": cfg.name, "out": str(out)})
+    catalog.record_run(run_id, "shard", cfg.content() | {"name": cfg.name, "out": out.url})
     init_ray(settings)
-    stage = ShardStage(cfg, str(out), run_id)
+    stage = ShardStage(cfg, out.url, run_id)
     work = [{"plan": p, "done": done.get(p.shard)} for p in plans]
     stats = run_stage(stage, work, str(catalog.root), run_id, Plan(part_items=1, limits=limits or Limits()))
     catalog.refresh()
@@ -142,8 +154,8 @@ def run_shard(settings: Settings, cfg: ShardConfig, out_dir: str | None = None, 
     written = stats.outcomes.get("written", 0)
     report.update(_summary(plans, results, written))
     report["failed_shards"] = sorted(p.shard for p in plans if p.shard not in results)
-    write_manifest(out, cfg, rows, report)
-    return {"rows": rows, "report": report, "manifest": str(out / manifest_name(cfg.name)), "written": written}
+    manifest = write_manifest(out, cfg, rows, report)
+    return {"rows": rows, "report": report, "manifest": manifest, "written": written}
 
 
 def _summary(plans: list[ShardPlan], results: dict, n_written: int) -> dict:

@@ -1,4 +1,4 @@
-"""The shard stage: one planned shard → one tar (temp name, then rename) and its `shards` row.
+"""The shard stage: one planned shard → one tar (appearing all at once) and its `shards` row.
 
 :func:`write_shard` is a pure function of (plan, config): tar headers carry fixed mtime/owner and
 members come in sorted order, so the same catalog + seed give byte-identical tars on any worker
@@ -8,13 +8,11 @@ path with the recorded size and SHA-256 is reused, not rewritten.
 
 import hashlib
 import json
-import os
-import uuid
-from pathlib import Path
 
 import cv2
 
 from catalogs.lake import write_part
+from catalogs.store import Store, open_file
 from pipelines.engine.runtime import tune_malloc
 from pipelines.engine.sources import read_bytes
 from pipelines.engine.stage import Stage
@@ -36,60 +34,65 @@ def _read(sample: SamplePlan) -> bytes:
 def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "") -> dict:
     """Write one planned shard atomically; return its `shards` row plus per-sample counters.
 
-    With ``root`` the row is also written as a lake part named after the shard (a retry replaces it).
+    ``out_dir`` is a folder or an fsspec URL (``s3://bucket/prefix/shards``): the tar appears all at
+    once (see :class:`catalogs.store.Store`). With ``root`` the row is also written as a lake part
+    named after the shard (a retry replaces it).
     """
     cv2.setNumThreads(1)  # one task per core: the parallelism is Ray's
     tune_malloc()  # image-sized buffers stay on the heap (see pipelines.engine.runtime.tune_malloc)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / plan.shard
-    tmp = out / f".{plan.shard}.tmp-{uuid.uuid4().hex[:8]}"
-    written, skipped, sources = 0, {}, {}
-    try:
-        with open(tmp, "wb") as fh:
-            tar = ShardTar(fh)
-            try:
-                for sample in plan.samples:
-                    try:
-                        tar.write(make_sample(cfg, sample, _read(sample)))
-                    except SampleSkipped as exc:
-                        skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
-                        continue
-                    except Exception:  # a hostile image must cost its sample, not the shard
-                        skipped["corrupt"] = skipped.get("corrupt", 0) + 1
-                        continue
-                    written += 1
-                    group = "negatives" if sample.is_negative else (sample.source or "?")
-                    sources[group] = sources.get(group, 0) + 1
-            except BaseException:
-                tar.abort()
-                raise
-            tar.close()
-            fh.flush()
-            os.fsync(fh.fileno())
+    out = Store(out_dir)
+    counts = {"written": 0, "skipped": {}, "sources": {}}
+
+    def write(fh):
+        tar = ShardTar(fh)
+        try:
+            for sample in plan.samples:
+                _write_sample(tar, cfg, sample, counts)
+        except BaseException:
+            tar.abort()
+            raise
+        tar.close()
         if tar.size > cfg.max_size:  # the planner's bound is meant to make this impossible
             raise RuntimeError(f"{plan.shard}: {tar.size} bytes > --max-size {cfg.max_size}; size bound too low")
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed task leaves no half shard behind
-        raise
-    os.replace(tmp, final)
+        counts["tar"] = tar
+
+    final = out.write_atomic(plan.shard, write)  # a failed task leaves no half shard behind
+    tar = counts["tar"]
     row = {
-        "shard": plan.shard, "name": plan.name, "split": plan.split, "path": str(final.resolve()),
-        "samples": written, "bytes": tar.size, "sha256": tar.sha256.hexdigest(), "run_id": run_id,
-        "created_at": utc_now(), "plan_digest": plan.digest, "sources_json": json.dumps(sources, sort_keys=True),
+        "shard": plan.shard, "name": plan.name, "split": plan.split, "path": final,
+        "samples": counts["written"], "bytes": tar.size, "sha256": tar.sha256.hexdigest(), "run_id": run_id,
+        "created_at": utc_now(), "plan_digest": plan.digest,
+        "sources_json": json.dumps(counts["sources"], sort_keys=True),
     }  # fmt: skip
     if root is not None:
         write_part(root, "shards", [row], name=_part_name(plan.shard))
-    return {"row": row, "skipped": skipped, "sources": sources}
+    return {"row": row, "skipped": counts["skipped"], "sources": counts["sources"]}
+
+
+def _write_sample(tar: ShardTar, cfg: ShardConfig, sample: SamplePlan, counts: dict) -> None:
+    """One sample into the tar, or one skip counted by reason: a hostile image costs its sample only."""
+    skipped = counts["skipped"]
+    try:
+        tar.write(make_sample(cfg, sample, _read(sample)))
+    except SampleSkipped as exc:
+        skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+        return
+    except Exception:
+        skipped["corrupt"] = skipped.get("corrupt", 0) + 1
+        return
+    counts["written"] += 1
+    group = "negatives" if sample.is_negative else (sample.source or "?")
+    counts["sources"][group] = counts["sources"].get(group, 0) + 1
 
 
 def _part_name(shard: str) -> str:
     return "shard-" + shard.removesuffix(".tar")
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path) -> str:
+    """SHA-256 of a file by path or URL (an object-store tar is streamed, not downloaded first)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_file(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -99,10 +102,10 @@ def is_done(plan: ShardPlan, row: dict | None, out_dir: str) -> bool:
     """Done only when this plan's tar is at the target path with the recorded size and SHA-256."""
     if row is None or row.get("plan_digest") != plan.digest:
         return False
-    target = (Path(out_dir) / plan.shard).resolve()
-    if str(target) != row.get("path") or not target.is_file() or target.stat().st_size != row["bytes"]:
+    out = Store(out_dir)
+    if out.url_of(plan.shard) != row.get("path") or out.size(plan.shard) != row["bytes"]:
         return False
-    return file_sha256(target) == row["sha256"]
+    return file_sha256(row["path"]) == row["sha256"]
 
 
 class ShardStage(Stage):

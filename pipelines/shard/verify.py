@@ -9,12 +9,12 @@ image decodes (LQ at the GT's size). Problems are listed and the command exits 1
 import json
 import sys
 import tarfile
-from pathlib import Path
 
 import click
 import cv2
 import numpy as np
 
+from catalogs.store import Store, open_file, split_url
 from pipelines.engine.executor import Plan, run_stage
 from pipelines.engine.runtime import Settings, init_ray
 from pipelines.engine.stage import Stage
@@ -78,30 +78,30 @@ def check_sample(key: str, members: dict[str, bytes], expect_lq: bool | None) ->
 
 
 def verify_tar(path: str, expected: dict | None = None, expect_lq: bool | None = None) -> dict:
-    """Check one tar; ``expected`` = its manifest entry (sha256, bytes, samples) when known."""
-    tar_path = Path(path)
-    result = {"path": str(tar_path), "samples": 0, "problems": []}
+    """Check one tar (a path or an fsspec URL); ``expected`` = its manifest entry (sha256, bytes, samples)."""
+    folder, name = split_url(path)
+    result = {"path": str(path), "samples": 0, "problems": []}
     problems = result["problems"]
-    if not tar_path.exists():
-        problems.append(f"{tar_path.name}: file is missing")
+    size = folder.size(name)
+    if size is None:
+        problems.append(f"{name}: file is missing")
         return result
     if expected:
-        size = tar_path.stat().st_size
         if size != expected["bytes"]:
-            problems.append(f"{tar_path.name}: {size} bytes, manifest says {expected['bytes']}")
-        elif file_sha256(tar_path) != expected["sha256"]:
-            problems.append(f"{tar_path.name}: SHA-256 differs from the manifest (the file changed)")
+            problems.append(f"{name}: {size} bytes, manifest says {expected['bytes']}")
+        elif file_sha256(path) != expected["sha256"]:
+            problems.append(f"{name}: SHA-256 differs from the manifest (the file changed)")
     seen, key, members = set(), None, {}
     has_lq = set()
 
     def finish():
         if key is not None:
-            problems.extend(f"{tar_path.name}: {p}" for p in check_sample(key, members, expect_lq))
+            problems.extend(f"{name}: {p}" for p in check_sample(key, members, expect_lq))
             result["samples"] += 1
             has_lq.add(LQ_MEMBER in members)
 
     try:
-        with tarfile.open(tar_path, mode="r|") as tar:
+        with open_file(path) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
             for info in tar:
                 if not info.isreg():
                     continue
@@ -112,31 +112,32 @@ def verify_tar(path: str, expected: dict | None = None, expect_lq: bool | None =
                 if member_key != key:
                     finish()
                     if member_key in seen:
-                        problems.append(f"{tar_path.name}: {member_key}: members are not contiguous")
+                        problems.append(f"{name}: {member_key}: members are not contiguous")
                     seen.add(member_key)
                     key, members = member_key, {}
                 if ext in members:
-                    problems.append(f"{tar_path.name}: {member_key}: repeated member {ext}")
+                    problems.append(f"{name}: {member_key}: repeated member {ext}")
                 members[ext] = data
         finish()
     except (tarfile.TarError, EOFError, OSError) as exc:
-        problems.append(f"{tar_path.name}: does not read to the end ({exc}) after {result['samples']} samples")
+        problems.append(f"{name}: does not read to the end ({exc}) after {result['samples']} samples")
         return result
     if expect_lq is None and len(has_lq) > 1:
-        problems.append(f"{tar_path.name}: some samples have {LQ_MEMBER}, some do not")
+        problems.append(f"{name}: some samples have {LQ_MEMBER}, some do not")
     if expected and result["samples"] != expected["samples"]:
-        problems.append(f"{tar_path.name}: {result['samples']} samples, manifest says {expected['samples']}")
+        problems.append(f"{name}: {result['samples']} samples, manifest says {expected['samples']}")
     return result
 
 
-def _targets_from_manifest(manifest_path: Path) -> list[tuple[str, dict | None, bool | None]]:
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no manifest {manifest_path}; run `supir-data shard` (or pass tar paths)") from None
+def _targets_from_manifest(manifest_path: str) -> list[tuple[str, dict | None, bool | None]]:
+    folder, name = split_url(manifest_path)
+    raw = folder.read_bytes(name)
+    if raw is None:
+        raise ConfigError(f"no manifest {manifest_path}; run `supir-data shard` (or pass tar paths)")
+    manifest = json.loads(raw)
     expect_lq = manifest.get("config", {}).get("lq") == "precomputed"
     return [
-        (str(manifest_path.parent / entry["path"]), entry, expect_lq)
+        (folder.url_of(entry["path"]), entry, expect_lq)
         for split in manifest.get("splits", {}).values()
         for entry in split.get("shards", [])
     ]
@@ -145,11 +146,15 @@ def _targets_from_manifest(manifest_path: Path) -> list[tuple[str, dict | None, 
 def _targets_from_tars(tars: tuple[str, ...]) -> list[tuple[str, dict | None, bool | None]]:
     """Bare tar paths: use a manifest next to them, when one lists them, for checksums."""
     known: dict[str, tuple[dict, bool]] = {}
-    for folder in {Path(t).resolve().parent for t in tars}:
-        for manifest in folder.glob(f"*{MANIFEST_SUFFIX}"):
-            for path, entry, expect_lq in _targets_from_manifest(manifest):
-                known[str(Path(path).resolve())] = (entry, expect_lq)
-    return [(t, *known.get(str(Path(t).resolve()), (None, None))) for t in tars]
+    urls, folders = {}, {}
+    for tar in tars:
+        folder, name = split_url(tar)
+        urls[tar], folders[folder.url] = folder.url_of(name), folder
+    for folder in folders.values():
+        for manifest in folder.list("", f"*{MANIFEST_SUFFIX}"):
+            for path, entry, expect_lq in _targets_from_manifest(manifest.url):
+                known[path] = (entry, expect_lq)
+    return [(urls[t], *known.get(urls[t], (None, None))) for t in tars]
 
 
 class VerifyStage(Stage):
@@ -162,7 +167,7 @@ class VerifyStage(Stage):
         return verify_tar(item["path"], item["entry"], item["expect_lq"])
 
     def failure_row(self, item: dict, reason: str, detail: str) -> dict:
-        return {"path": str(item["path"]), "samples": 0, "problems": [f"{Path(item['path']).name}: {reason}: {detail}"]}
+        return {"path": str(item["path"]), "samples": 0, "problems": [f"{str(item['path']).rsplit('/', 1)[-1]}: {reason}: {detail}"]}
 
     def outcome(self, row: dict | None) -> str:
         return "problem" if row and row["problems"] else "ok"
@@ -189,8 +194,8 @@ def verify_command(settings: Settings, name, out_dir, tars):
     if tars:
         targets = _targets_from_tars(tars)
     else:
-        folder = Path(out_dir) if out_dir else Path(settings.root) / "shards"
-        targets = _targets_from_manifest(folder / manifest_name(name or "supir"))
+        folder = Store(out_dir) if out_dir else Store(Store(settings.root).url_of("shards"))
+        targets = _targets_from_manifest(folder.url_of(manifest_name(name or "supir")))
     results = run_verify(settings, targets)
     problems = [p for r in results for p in r["problems"]]
     samples = sum(r["samples"] for r in results)
