@@ -46,6 +46,49 @@ def _flip_masks(width: int, radius: int) -> np.ndarray:
     return np.array(masks, dtype=np.uint64)
 
 
+class _BucketTable:
+    """One substring's index over ``codes``: rows sorted by the substring, a dense start/count per key.
+
+    There are at least 3 substrings, so none is wider than 22 bits: at most 4M buckets, O(1) probes.
+    """
+
+    def __init__(self, codes: np.ndarray, shift: int, width: int):
+        self.shift, self.width = shift, width
+        self.mask = np.uint64((1 << width) - 1)
+        keys = self.keys(codes)
+        self.order = np.argsort(keys, kind="stable").astype(np.int64 if len(codes) >= 1 << 31 else np.int32)
+        self.counts = np.bincount(keys.astype(np.int64), minlength=1 << width)
+        self.starts = np.cumsum(self.counts) - self.counts
+
+    def keys(self, codes: np.ndarray) -> np.ndarray:
+        return (codes >> np.uint64(self.shift)) & self.mask
+
+
+def _probe(table: _BucketTable, codes: np.ndarray, queries: np.ndarray, max_distance: int, radius: int,
+           upper: bool, chunk: int) -> list[np.ndarray]:
+    """(query index, code index) pairs within ``max_distance`` that share ``table``'s substring up to
+    ``radius`` flipped bits; with ``upper`` only pairs with query index < code index (a self join)."""
+    found = []
+    query_keys = table.keys(queries)
+    for flip in _flip_masks(table.width, radius):
+        for start in range(0, len(queries), chunk):
+            query = np.arange(start, min(len(queries), start + chunk))
+            probe = (query_keys[query] ^ flip).astype(np.int64)
+            counts = table.counts[probe]
+            if not counts.any():
+                continue
+            q = np.repeat(query, counts)
+            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            cand = table.order[np.repeat(table.starts[probe], counts) + offsets].astype(np.int64)
+            if upper:
+                keep = q < cand
+                q, cand = q[keep], cand[keep]
+            close = np.bitwise_count(queries[q] ^ codes[cand]) <= max_distance
+            if close.any():
+                found.append(np.stack([q[close], cand[close]], axis=1))
+    return found
+
+
 def near_duplicate_pairs(codes: np.ndarray, max_distance: int, chunk: int = 1 << 20) -> np.ndarray:
     """All index pairs (i < j) with popcount(codes[i] ^ codes[j]) ≤ max_distance, as an (k, 2) array."""
     codes = np.ascontiguousarray(codes, dtype=np.uint64)
@@ -55,32 +98,38 @@ def near_duplicate_pairs(codes: np.ndarray, max_distance: int, chunk: int = 1 <<
     found = []
     subs = _substrings(n, max_distance)
     radius = max_distance // len(subs)
-    for shift, width in subs:
-        mask = np.uint64((1 << width) - 1)
-        keys = (codes >> np.uint64(shift)) & mask
-        order = np.argsort(keys, kind="stable")
-        # Dense bucket table (substrings are ≤ 22 bits: at most 4M buckets): O(1) probes.
-        bucket_counts = np.bincount(keys.astype(np.int64), minlength=1 << width)
-        bucket_starts = np.cumsum(bucket_counts) - bucket_counts
-        for flip in _flip_masks(width, radius):
-            for start in range(0, n, chunk):
-                query = np.arange(start, min(n, start + chunk))
-                probe = (keys[query] ^ flip).astype(np.int64)
-                counts = bucket_counts[probe]
-                lo = bucket_starts[probe]
-                if not counts.any():
-                    continue
-                q = np.repeat(query, counts)
-                offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-                cand = order[np.repeat(lo, counts) + offsets]
-                keep = q < cand
-                q, cand = q[keep], cand[keep]
-                close = np.bitwise_count(codes[q] ^ codes[cand]) <= max_distance
-                if close.any():
-                    found.append(np.stack([q[close], cand[close]], axis=1))
+    for shift, width in subs:  # one substring's table at a time: the memory of one index
+        found += _probe(_BucketTable(codes, shift, width), codes, codes, max_distance, radius, True, chunk)
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(found), axis=0)
+
+
+class MultiIndex:
+    """The multi-index hash tables of a set of codes, kept to answer many range queries against it.
+
+    A top-up asks which codes of the whole catalog lie within ``max_distance`` of its new codes, then
+    of those, and so on (the connected components it touches); building the tables once costs one
+    sort per substring, a query costs only its own probes.
+    """
+
+    def __init__(self, codes: np.ndarray, max_distance: int):
+        self.codes = np.ascontiguousarray(codes, dtype=np.uint64)
+        self.max_distance = max_distance
+        subs = _substrings(len(self.codes), max_distance)
+        self.radius = max_distance // len(subs)
+        self.tables = [_BucketTable(self.codes, shift, width) for shift, width in subs]
+
+    def within(self, queries: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+        """Distinct codes of the index within ``max_distance`` of at least one of ``queries``."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint64)
+        if not len(queries) or not len(self.codes):
+            return np.empty(0, dtype=np.uint64)
+        found = []
+        for table in self.tables:
+            found += [self.codes[p[:, 1]] for p in
+                      _probe(table, self.codes, queries, self.max_distance, self.radius, False, chunk)]
+        return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.uint64)
 
 
 def resolve_near_duplicates(codes: np.ndarray, max_distance: int) -> np.ndarray:
