@@ -47,18 +47,24 @@ def _flip_masks(width: int, radius: int) -> np.ndarray:
 
 
 class _BucketTable:
-    """One substring's index over ``codes``: rows sorted by the substring, a dense start/count per key.
+    """One substring's index: entries sorted by their substring key, a dense start/count per key.
 
     There are at least 3 substrings, so none is wider than 22 bits: at most 4M buckets, O(1) probes.
+    ``owners`` says which code each entry stands for (default: entry i is code i).
     """
 
-    def __init__(self, codes: np.ndarray, shift: int, width: int):
+    def __init__(self, shift: int, width: int, keys: np.ndarray, owners: np.ndarray | None = None):
         self.shift, self.width = shift, width
         self.mask = np.uint64((1 << width) - 1)
-        keys = self.keys(codes)
-        self.order = np.argsort(keys, kind="stable").astype(np.int64 if len(codes) >= 1 << 31 else np.int32)
+        order = np.argsort(keys, kind="stable")
+        order = order if owners is None else owners[order]
+        self.order = order.astype(np.int64 if len(keys) >= 1 << 31 else np.int32)
         self.counts = np.bincount(keys.astype(np.int64), minlength=1 << width)
         self.starts = np.cumsum(self.counts) - self.counts
+
+    @classmethod
+    def of_codes(cls, codes: np.ndarray, shift: int, width: int) -> "_BucketTable":
+        return cls(shift, width, (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1))
 
     def keys(self, codes: np.ndarray) -> np.ndarray:
         return (codes >> np.uint64(self.shift)) & self.mask
@@ -99,37 +105,35 @@ def near_duplicate_pairs(codes: np.ndarray, max_distance: int, chunk: int = 1 <<
     subs = _substrings(n, max_distance)
     radius = max_distance // len(subs)
     for shift, width in subs:  # one substring's table at a time: the memory of one index
-        found += _probe(_BucketTable(codes, shift, width), codes, codes, max_distance, radius, True, chunk)
+        found += _probe(_BucketTable.of_codes(codes, shift, width), codes, codes, max_distance, radius, True, chunk)
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(found), axis=0)
 
 
-class MultiIndex:
-    """The multi-index hash tables of a set of codes, kept to answer many range queries against it.
+def within_distance(codes: np.ndarray, queries: np.ndarray, max_distance: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Mask over ``codes``: within ``max_distance`` of at least one of ``queries``.
 
-    A top-up asks which codes of the whole catalog lie within ``max_distance`` of its new codes, then
-    of those, and so on (the connected components it touches); building the tables once costs one
-    sort per substring, a query costs only its own probes.
+    The same multi-index hashing as :func:`near_duplicate_pairs`, turned around for a few queries
+    against many codes (a top-up's new hashes against the whole catalog): the bit flips go on the
+    query side, so the only tables are over the queries' flipped substrings, and the codes stream
+    through them in chunks. Memory grows with the queries, not with the catalog.
     """
-
-    def __init__(self, codes: np.ndarray, max_distance: int):
-        self.codes = np.ascontiguousarray(codes, dtype=np.uint64)
-        self.max_distance = max_distance
-        subs = _substrings(len(self.codes), max_distance)
-        self.radius = max_distance // len(subs)
-        self.tables = [_BucketTable(self.codes, shift, width) for shift, width in subs]
-
-    def within(self, queries: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-        """Distinct codes of the index within ``max_distance`` of at least one of ``queries``."""
-        queries = np.ascontiguousarray(queries, dtype=np.uint64)
-        if not len(queries) or not len(self.codes):
-            return np.empty(0, dtype=np.uint64)
-        found = []
-        for table in self.tables:
-            found += [self.codes[p[:, 1]] for p in
-                      _probe(table, self.codes, queries, self.max_distance, self.radius, False, chunk)]
-        return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.uint64)
+    codes = np.ascontiguousarray(codes, dtype=np.uint64)
+    queries = np.unique(np.asarray(queries, dtype=np.uint64))
+    mask = np.zeros(len(codes), dtype=bool)
+    if not len(queries) or not len(codes) or max_distance < 0:
+        return mask
+    subs = _substrings(len(codes), max_distance)  # as the full pass would index these codes
+    radius = max_distance // len(subs)
+    for shift, width in subs:
+        flips = _flip_masks(width, radius)
+        keys = (((queries >> np.uint64(shift)) & np.uint64((1 << width) - 1))[:, None] ^ flips[None, :]).ravel()
+        table = _BucketTable(shift, width, keys, np.repeat(np.arange(len(queries)), len(flips)))
+        for start in range(0, len(codes), chunk):
+            for pairs in _probe(table, queries, codes[start:start + chunk], max_distance, 0, False, chunk):
+                mask[start + pairs[:, 0]] = True
+    return mask
 
 
 def resolve_near_duplicates(codes: np.ndarray, max_distance: int) -> np.ndarray:

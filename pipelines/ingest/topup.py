@@ -7,16 +7,17 @@ union of the components that contain a new row, and keeps every other row of `de
 
 1. *new rows*: `scans` and `iqa_scores` rows of runs the last decide did not see (the state below
    counts rows per ``run_id``);
-2. *closure*: their paths, image_ids and hashes, grown until nothing new joins: rows at the same path
-   (a file scanned again), rows sharing an image_id, codes within the distance of a code already in
-   (a breadth-first search over the multi-index hash tables of every candidate code,
-   pipelines.ingest.dedup.MultiIndex);
+2. *closure*: grown breadth first until nothing new joins: rows at the same path (a file scanned
+   again), rows sharing an image_id, hashes within the distance of one already in (multi-index
+   hashing turned around: tables over the frontier's codes, the catalog's codes streamed through
+   them, pipelines.ingest.dedup.within_distance);
 3. the subset's decisions replace the old rows of its paths.
 
-The hash tables are rebuilt per top-up from the ``phash`` column (8 bytes a row, read from the
-compacted parts in one scan), not persisted: persisting them would mean rewriting 3 sorted arrays of
-the whole catalog on every top-up (an insert into a sorted array moves everything after it), which
-costs as much as the rebuild's sorts, and they could never disagree with the lake.
+The multi-index hash tables are not persisted: the catalog's codes are read from the compacted parts
+in the one scan the closure needs anyway (8 bytes a row), and the tables are built over the
+frontier's codes only (small), so nothing of catalog size is sorted. Persisted tables over the whole
+catalog would have to be rewritten on every top-up (an insert into a sorted array moves everything
+after it), would cost ~50 bytes a row to hold, and could disagree with the lake after a crash.
 
 A top-up is refused, and the full pass runs, when there is no state, the rules differ (thresholds,
 metrics, distance, DECIDE_VERSION), or rows the last decide saw are gone or changed (a run's row
@@ -28,13 +29,12 @@ path, no history), the part is rewritten from the merged rows (O(decisions), not
 import json
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from catalogs.catalog import Catalog
 from catalogs.lake import conform
-from pipelines.ingest.dedup import MultiIndex
+from pipelines.ingest.dedup import within_distance
 
 STATE_FILE = "lake/decisions/_state.json"  # beside the part it describes; not a part (no view reads it)
 
@@ -106,61 +106,59 @@ def plan(state: DecideState | None, now: Snapshot, rules: dict) -> Plan | None:
     return Plan(sorted(new))
 
 
+_KEY = "CAST(hash({}) & 4294967295 AS UINTEGER)"  # 32-bit keys: a collision only links more rows
+
+
 def affected_candidates(catalog: Catalog, plan: Plan, candidates_sql: str, max_distance: int) -> pa.Table:
     """The candidates (in the decision order) of every component that a new row touches.
 
-    Closed under shared image_ids, hashes within the distance, and shared paths: `decisions` is keyed
-    by path, so a path whose file was scanned again (two rows, maybe in two components) must be
-    decided whole, or its decision from the other component would be dropped.
+    Closed under shared paths (`decisions` is keyed by path, so a file scanned again, with rows in two
+    components, is decided whole), shared image_ids, and hashes within the distance. The closure runs
+    on 32-bit hashes of path and image_id and on the 64-bit ``phash`` of every candidate (16 bytes a
+    row, one scan); a hash collision only adds rows, and the set found is closed all the same, so
+    the decisions stay exact.
     """
     with catalog.reader() as con:
         con.register("new_runs", pa.table({"run_id": pa.array(plan.new_runs, pa.string())}))
-        paths = set(con.sql("SELECT DISTINCT path FROM scans WHERE coalesce(run_id, '') IN "
-                            "(SELECT run_id FROM new_runs)").to_arrow_table().column(0).to_pylist())
-        ids = set(con.sql("SELECT DISTINCT image_id FROM iqa_scores WHERE coalesce(run_id, '') IN "
-                          "(SELECT run_id FROM new_runs)").to_arrow_table().column(0).to_pylist())
-        codes = np.empty(0, dtype=np.uint64)
-        index = None
-        while True:
-            subset = _fetch(con, candidates_sql, ids, codes, paths)
-            found_ids = set(subset.column("image_id").to_pylist())
-            found_paths = set(subset.column("path").to_pylist())
-            found_codes = np.setdiff1d(subset.column("phash").to_numpy(), codes)
-            if found_ids <= ids and found_paths <= paths and not len(found_codes):
-                return subset
-            ids |= found_ids
-            paths |= found_paths
-            if len(found_codes) and max_distance >= 0:
-                if index is None:
-                    index = MultiIndex(_candidate_codes(con), max_distance)
-                found_codes = _code_closure(index, found_codes, codes)
-            codes = np.union1d(codes, found_codes)
+        keys = con.sql(
+            f"SELECT {_KEY.format('s.path')} AS p, {_KEY.format('s.image_id')} AS i, s.phash AS h, "
+            "coalesce(s.run_id, '') IN (SELECT run_id FROM new_runs) AS fresh "
+            "FROM scan_verdicts s WHERE s.verdict IS NULL AND s.phash IS NOT NULL").fetchnumpy()
+        rescored = con.sql(f"SELECT DISTINCT {_KEY.format('image_id')} AS i FROM iqa_scores "
+                           "WHERE coalesce(run_id, '') IN (SELECT run_id FROM new_runs)").fetchnumpy()
+        p, i, h = (np.asarray(keys[c]) for c in ("p", "i", "h"))
+        member = np.asarray(keys["fresh"], dtype=bool) | _isin(i, np.sort(np.asarray(rescored["i"])))
+        del keys
+        member = _closure(p, i, h, member, max_distance)
+        for name, column, values in (("want_p", "p", p), ("want_i", "i", i), ("want_h", "h", h)):
+            con.register(name, pa.table({column: np.unique(values[member])}))
+        where = (f" AND ({_KEY.format('s.path')} IN (SELECT p FROM want_p) OR {_KEY.format('s.image_id')} IN "
+                 "(SELECT i FROM want_i) OR s.phash IN (SELECT h FROM want_h))")
+        return con.sql(candidates_sql.format(where=where)).to_arrow_table()
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, candidates_sql: str, ids: set[str], codes: np.ndarray,
-           paths: set[str]) -> pa.Table:
-    con.register("want_ids", pa.table({"image_id": pa.array(sorted(ids), pa.string())}))
-    con.register("want_codes", pa.table({"phash": pa.array(codes, pa.uint64())}))
-    con.register("want_paths", pa.table({"path": pa.array(sorted(paths), pa.string())}))
-    where = (" AND (s.image_id IN (SELECT image_id FROM want_ids) OR s.phash IN (SELECT phash FROM want_codes)"
-             " OR s.path IN (SELECT path FROM want_paths))")
-    return con.sql(candidates_sql.format(where=where)).to_arrow_table()
+def _closure(p: np.ndarray, i: np.ndarray, h: np.ndarray, member: np.ndarray, max_distance: int) -> np.ndarray:
+    """``member`` grown (breadth first) by rows sharing a path or image_id key or a hash within the distance."""
+    frontier = member.copy()
+    while frontier.any():
+        grown = _isin(p, np.unique(p[frontier])) | _isin(i, np.unique(i[frontier]))
+        # equal hashes link even with near duplicates off: the subset is fetched by hash value too
+        grown |= within_distance(h, h[frontier], max(max_distance, 0))
+        frontier = grown & ~member
+        member |= frontier
+    return member
 
 
-def _candidate_codes(con: duckdb.DuckDBPyConnection) -> np.ndarray:
-    """Every candidate's hash (a superset of the unique copies the rules pair: that only adds rows)."""
-    table = con.sql("SELECT phash FROM scan_verdicts WHERE verdict IS NULL AND phash IS NOT NULL").to_arrow_table()
-    return table.column(0).to_numpy().astype(np.uint64, copy=False)
-
-
-def _code_closure(index: MultiIndex, start: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """``start`` plus every indexed code reachable from it by steps within the distance (BFS)."""
-    reached = np.union1d(known, start)
-    frontier = start
-    while len(frontier):
-        frontier = np.setdiff1d(index.within(frontier), reached)
-        reached = np.union1d(reached, frontier)
-    return np.setdiff1d(reached, known)
+def _isin(values: np.ndarray, sorted_keys: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``np.isin`` against a small sorted key set, by binary search in chunks (no sort of ``values``)."""
+    out = np.zeros(len(values), dtype=bool)
+    if not len(sorted_keys):
+        return out
+    for start in range(0, len(values), chunk):
+        block = values[start:start + chunk]
+        at = np.minimum(np.searchsorted(sorted_keys, block), len(sorted_keys) - 1)
+        out[start:start + chunk] = sorted_keys[at] == block
+    return out
 
 
 def merge_decisions(catalog: Catalog, redecided_paths: pa.ChunkedArray, rows: list[dict]) -> pa.Table:
