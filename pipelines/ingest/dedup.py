@@ -78,11 +78,12 @@ def _probe(table: _BucketTable, codes: np.ndarray, queries: np.ndarray, max_dist
     query_keys = table.keys(queries)
     for flip in _flip_masks(table.width, radius):
         for start in range(0, len(queries), chunk):
-            query = np.arange(start, min(len(queries), start + chunk))
-            probe = (query_keys[query] ^ flip).astype(np.int64)
+            probe = (query_keys[start:start + chunk] ^ flip).astype(np.int64)
             counts = table.counts[probe]
-            if not counts.any():
+            hit = np.flatnonzero(counts)  # only these probes find entries (few, for a small table)
+            if not len(hit):
                 continue
+            query, probe, counts = hit + start, probe[hit], counts[hit]
             q = np.repeat(query, counts)
             offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
             cand = table.order[np.repeat(table.starts[probe], counts) + offsets].astype(np.int64)
@@ -111,6 +112,9 @@ def near_duplicate_pairs(codes: np.ndarray, max_distance: int, chunk: int = 1 <<
     return np.unique(np.concatenate(found), axis=0)
 
 
+_DIRECT_QUERIES = 8
+
+
 def within_distance(codes: np.ndarray, queries: np.ndarray, max_distance: int, chunk: int = 1 << 20) -> np.ndarray:
     """Mask over ``codes``: within ``max_distance`` of at least one of ``queries``.
 
@@ -124,15 +128,25 @@ def within_distance(codes: np.ndarray, queries: np.ndarray, max_distance: int, c
     mask = np.zeros(len(codes), dtype=bool)
     if not len(queries) or not len(codes) or max_distance < 0:
         return mask
+    if len(queries) <= _DIRECT_QUERIES:  # a BFS's last steps: one popcount per code and query is cheaper
+        for start in range(0, len(codes), chunk):
+            block = codes[start:start + chunk]
+            mask[start:start + chunk] = np.logical_or.reduce(
+                [np.bitwise_count(block ^ q) <= max_distance for q in queries])
+        return mask
     subs = _substrings(len(codes), max_distance)  # as the full pass would index these codes
     radius = max_distance // len(subs)
     for shift, width in subs:
         flips = _flip_masks(width, radius)
         keys = (((queries >> np.uint64(shift)) & np.uint64((1 << width) - 1))[:, None] ^ flips[None, :]).ravel()
         table = _BucketTable(shift, width, keys, np.repeat(np.arange(len(queries)), len(flips)))
+        present = table.counts > 0  # 1 byte a bucket: the lookup every code pays stays in cache
         for start in range(0, len(codes), chunk):
-            for pairs in _probe(table, queries, codes[start:start + chunk], max_distance, 0, False, chunk):
-                mask[start + pairs[:, 0]] = True
+            block = codes[start:start + chunk]
+            hit = np.flatnonzero(present[table.keys(block).astype(np.intp)])
+            if len(hit):
+                for pairs in _probe(table, queries, block[hit], max_distance, 0, False, chunk):
+                    mask[start + hit[pairs[:, 0]]] = True
     return mask
 
 

@@ -150,14 +150,18 @@ def _closure(p: np.ndarray, i: np.ndarray, h: np.ndarray, member: np.ndarray, ma
 
 
 def _isin(values: np.ndarray, sorted_keys: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """``np.isin`` against a small sorted key set, by binary search in chunks (no sort of ``values``)."""
+    """``np.isin`` against a small sorted key set: a 2^24-entry table of the keys' low bits rules out
+    most values with one lookup; binary search confirms the rest (no sort of ``values``)."""
     out = np.zeros(len(values), dtype=bool)
     if not len(sorted_keys):
         return out
+    low = np.zeros(1 << 24, dtype=bool)
+    low[sorted_keys & 0xFFFFFF] = True
     for start in range(0, len(values), chunk):
         block = values[start:start + chunk]
-        at = np.minimum(np.searchsorted(sorted_keys, block), len(sorted_keys) - 1)
-        out[start:start + chunk] = sorted_keys[at] == block
+        maybe = np.flatnonzero(low[block & 0xFFFFFF])
+        at = np.minimum(np.searchsorted(sorted_keys, block[maybe]), len(sorted_keys) - 1)
+        out[start + maybe] = sorted_keys[at] == block[maybe]
     return out
 
 

@@ -1,7 +1,7 @@
 """Top-up benchmark: decide after 1 % new images on a large catalog, incremental vs full recomputation.
 
 The catalog is what a top-up meets after compaction: ``SUPIR_BENCH_TOPUP_ROWS`` (default 20M) `scans`
-rows in parts of 1M rows sorted by path, made by many earlier runs, with 1 % exact copies and 1 %
+rows written in parts of 1M rows, then compacted (catalogs.compaction), made by 50 earlier runs, with 1 % exact copies and 1 %
 near duplicates (1-3 bits from an earlier row's hash) and 10 % rejected by the scan; then a top-up of
 1 % new rows (parts of 10K rows) with the same shares of copies and near copies *of old rows*. The
 files do not exist, so near-duplicate groups keep the signal order (a real run also decodes each
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pytest
 
 from catalogs.catalog import Catalog
+from catalogs.compaction import compact_table
 from catalogs.lake import write_part
 
 RESULTS = Path(__file__).parent / "results" / "topup.json"
@@ -38,6 +39,7 @@ COMPARED = "SELECT path, source, status, reason, duplicate_of FROM decisions ORD
 _CHILD = """
 import json, logging, os, resource, sys, threading, time
 from catalogs.catalog import Catalog
+from catalogs.compaction import compact_table
 from pipelines.ingest.decide import decide
 from pipelines.ingest.quality import QualityThresholds
 logging.getLogger("pipelines.ingest.decide").setLevel(logging.ERROR)
@@ -103,7 +105,8 @@ def _rows(rng: np.random.Generator, start: int, n: int, old: pa.Table | None, ru
 
 
 def _build(root: Path) -> pa.Table:
-    """The compacted catalog (parts of 1M rows sorted by path); returns a sample of it for the top-up."""
+    """The catalog as compaction leaves it (files of ~1M rows sorted by path, row groups of 122,880);
+    returns a sample of its rows for the top-up to copy."""
     rng = np.random.default_rng(0)
     runs = np.array([f"ingest-{k:03d}" for k in range(RUNS)], dtype=object)
     sample = []
@@ -111,6 +114,7 @@ def _build(root: Path) -> pa.Table:
         table = _rows(rng, start, min(PART, ROWS - start), None, runs)
         write_part(root, "scans", table.sort_by("path"), name=f"c-{start:09d}")
         sample.append(table.take(pa.array(rng.choice(len(table), len(table) // 50, replace=False))))
+    compact_table(root, "scans")
     return pa.concat_tables(sample)
 
 

@@ -25,11 +25,11 @@ def test_pairs_equal_brute_force(n, d):
     assert (0, 1) in found and (2 * (d + 1), 2 * (d + 1) + 1) not in found
 
 
-@pytest.mark.parametrize("n,d", [(3000, 0), (3000, 4), (20000, 4), (5000, 7)])
-def test_codes_within_distance_of_queries_equal_brute_force(n, d):
+@pytest.mark.parametrize("n,d,n_queries", [(3000, 0, 40), (3000, 4, 40), (20000, 4, 40), (5000, 7, 40), (5000, 4, 8)])
+def test_codes_within_distance_of_queries_equal_brute_force(n, d, n_queries):
     rng = np.random.default_rng(n + d)
     codes = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
-    queries = rng.integers(0, 2**64 - 1, 40, dtype=np.uint64)
+    queries = rng.integers(0, 2**64 - 1, n_queries, dtype=np.uint64)
     for k in range(d + 2):  # codes at every distance 0..d+1 from the first queries
         bits = rng.choice(64, size=k, replace=False)
         codes[k] = queries[k] ^ np.uint64(sum(1 << int(x) for x in bits))
