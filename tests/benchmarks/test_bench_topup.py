@@ -7,8 +7,8 @@ near duplicates (1-3 bits from an earlier row's hash) and 10 % rejected by the s
 files do not exist, so near-duplicate groups keep the signal order (a real run also decodes each
 group's members: that work grows with the groups touched, so the ratio here is the lower cost side).
 
-Each decide runs in its own process: wall time, and resident memory sampled every 10 ms while it
-decides (peak, and peak above the RSS just before: imports, catalog open). The incremental and full decisions must be equal.
+Each decide runs in its own process: wall time and peak RSS (``VmHWM``), also above the RSS just
+before deciding (imports, catalog open: the start-up peak is below what either pass adds). The incremental and full decisions must be equal.
 Goal (issue 15): incremental <= 10 % of the full pass in time and in memory.
 Results: tests/benchmarks/results/topup.json (one entry per row count).
 """
@@ -37,33 +37,22 @@ REASONS = np.array([None] * 9 + ["too_small"], dtype=object)
 COMPARED = "SELECT path, source, status, reason, duplicate_of FROM decisions ORDER BY ALL"
 
 _CHILD = """
-import json, logging, os, resource, sys, threading, time
+import json, logging, sys, time
 from catalogs.catalog import Catalog
-from catalogs.compaction import compact_table
 from pipelines.ingest.decide import decide
 from pipelines.ingest.quality import QualityThresholds
 logging.getLogger("pipelines.ingest.decide").setLevel(logging.ERROR)
-page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
-def rss_mb():
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * page_mb
+def status_mb(field):  # VmHWM: this process's peak RSS (ru_maxrss would include the parent's at fork)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
 catalog = Catalog(sys.argv[1])
 catalog.refresh()
-start, peak, done = rss_mb(), [0.0], threading.Event()
-def sample():  # resident memory every 10 ms while deciding (ru_maxrss also counts start-up)
-    while not done.is_set():
-        peak[0] = max(peak[0], rss_mb())
-        done.wait(0.01)
-sampler = threading.Thread(target=sample)
-sampler.start()
+start = status_mb("VmRSS")
 t0 = time.perf_counter()
 outcome = decide(catalog, [], QualityThresholds(), 4, sys.argv[2], full=sys.argv[3] == "full")
 s = time.perf_counter() - t0
-done.set()
-sampler.join()
-print(json.dumps({"s": s, "start_rss_mb": start, "peak_rss_mb": max(peak[0], rss_mb()),
-                  "peak_above_start_mb": max(peak[0], rss_mb()) - start,
-                  "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+peak = status_mb("VmHWM")
+print(json.dumps({"s": s, "start_rss_mb": start, "peak_rss_mb": peak, "peak_above_start_mb": peak - start,
                   "mode": outcome.mode, "decided_rows": outcome.decided}))
 """
 
