@@ -14,8 +14,9 @@ union of the components that contain a new row, and keeps every other row of `de
 3. the subset's decisions replace the old rows of its paths.
 
 The multi-index hash tables are not persisted: the catalog's codes are read from the compacted parts
-in the one scan the closure needs anyway (8 bytes a row), and the tables are built over the
-frontier's codes only (small), so nothing of catalog size is sorted. Persisted tables over the whole
+in the one scan the closure needs anyway (with 32-bit path and image_id keys: 16 bytes a row in
+memory), and the tables are built over the frontier's codes only (small), so nothing of catalog size
+is sorted. Persisted tables over the whole
 catalog would have to be rewritten on every top-up (an insert into a sorted array moves everything
 after it), would cost ~50 bytes a row to hold, and could disagree with the lake after a crash.
 
