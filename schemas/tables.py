@@ -56,8 +56,9 @@ IQA_SCORES = pa.schema(
     ]
 )
 
-# `decisions`: the final verdict per path, recomputed by the ingest driver after every run
-# (dedup is global, so it cannot be decided by a worker). One part, replaced atomically.
+# `decisions`: the final verdict per path, kept up to date by the ingest driver after every run
+# (dedup is global, so it cannot be decided by a worker; a top-up re-decides only the duplicate groups
+# its new rows touch). One part, replaced atomically; `run_id` is the run that made the decision.
 DECISIONS = pa.schema(
     [
         ("path", pa.string()),

@@ -2,8 +2,10 @@
 
 Stage shape (DESIGN.md): select the paths not scanned yet (anti-join on `scans`), run the scan stage
 (pipelines/ingest/scan.py) on the engine (each job writes one Parquet part with a deterministic name),
-register the parts, optionally score survivors with pyiqa models, then decide duplicates over the
-whole catalog in the driver and write `decisions`. A killed run is finished by running it again.
+register the parts, optionally score survivors with pyiqa models, then decide duplicates in the driver
+and write `decisions`: a top-up decides only the duplicate groups its new rows touch
+(pipelines/ingest/topup.py), ``--full`` recomputes the whole catalog. A killed run is finished by
+running it again.
 """
 
 import logging
@@ -49,6 +51,7 @@ class IngestOptions:
     near_dup_distance: int = DEFAULT_NEAR_DUP_DISTANCE
     batch_size: int = 0  # files per Ray task and part; 0 = about 4 tasks per CPU, 8..128 files each
     config_file: str | None = None  # quality thresholds; None keeps the catalog's (else the defaults)
+    full_decide: bool = False  # recompute every decision, not only those the new rows change
     limits: Limits = field(default_factory=Limits)
 
 
@@ -88,7 +91,7 @@ def run_ingest(settings: Settings, opts: IngestOptions, show_progress: bool = Tr
         compact_after_run(catalog, "scans")  # a no-op until the table has many small parts
     if opts.metrics:
         _score_iqa(catalog, opts, run_id)
-    decide(catalog, list(opts.metrics), opts.scan.thresholds, opts.near_dup_distance, run_id)
+    decide(catalog, list(opts.metrics), opts.scan.thresholds, opts.near_dup_distance, run_id, full=opts.full_decide)
     return IngestResult(run_id=run_id, inputs=len(inputs), scanned=len(todo), reasons=reasons)
 
 
@@ -154,10 +157,12 @@ def _score_iqa(catalog: Catalog, opts: IngestOptions, run_id: str) -> None:
               help="Max Hamming distance between perceptual hashes of near duplicates (-1 disables).")
 @click.option("--batch-size", type=int, default=IngestOptions.batch_size, show_default=True,
               help="Files per Ray task and part file (0: automatic, 8..128).")
+@click.option("--full", "full_decide", is_flag=True,
+              help="Recompute every duplicate decision over the whole catalog (default: only what new rows change).")
 @limit_options()
 @click.pass_obj
 def ingest_command(settings: Settings, paths, source, min_side, max_pixels, config_file, metrics, weights_dir,
-                   near_dup_distance, batch_size, item_seconds, worker_memory):
+                   near_dup_distance, batch_size, full_decide, item_seconds, worker_memory):
     """Scan, quality-filter and deduplicate images; record every path in the catalog.
 
     PATH is a file, a folder (recursive), a glob, a .txt/.csv/.parquet list of paths, or an fsspec URL.
@@ -169,7 +174,8 @@ def ingest_command(settings: Settings, paths, source, min_side, max_pixels, conf
     scan = ScanConfig(min_side=min_side, max_pixels=max_pixels)
     opts = IngestOptions(paths=list(paths), source=source, scan=scan, metrics=tuple(metrics),
                          weights_dir=weights_dir, near_dup_distance=near_dup_distance, batch_size=batch_size,
-                         config_file=config_file, limits=make_limits(item_seconds, worker_memory))
+                         config_file=config_file, full_decide=full_decide,
+                         limits=make_limits(item_seconds, worker_memory))
     result = run_ingest(settings, opts)
     console = Console()
     console.print(

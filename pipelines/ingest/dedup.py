@@ -46,6 +46,56 @@ def _flip_masks(width: int, radius: int) -> np.ndarray:
     return np.array(masks, dtype=np.uint64)
 
 
+class _BucketTable:
+    """One substring's index: entries sorted by their substring key, a dense start/count per key.
+
+    There are at least 3 substrings, so none is wider than 22 bits: at most 4M buckets, O(1) probes.
+    ``owners`` says which code each entry stands for (default: entry i is code i).
+    """
+
+    def __init__(self, shift: int, width: int, keys: np.ndarray, owners: np.ndarray | None = None):
+        self.shift, self.width = shift, width
+        self.mask = np.uint64((1 << width) - 1)
+        order = np.argsort(keys, kind="stable")
+        order = order if owners is None else owners[order]
+        self.order = order.astype(np.int64 if len(keys) >= 1 << 31 else np.int32)
+        self.counts = np.bincount(keys.astype(np.int64), minlength=1 << width)
+        self.starts = np.cumsum(self.counts) - self.counts
+
+    @classmethod
+    def of_codes(cls, codes: np.ndarray, shift: int, width: int) -> "_BucketTable":
+        return cls(shift, width, (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1))
+
+    def keys(self, codes: np.ndarray) -> np.ndarray:
+        return (codes >> np.uint64(self.shift)) & self.mask
+
+
+def _probe(table: _BucketTable, codes: np.ndarray, queries: np.ndarray, max_distance: int, radius: int,
+           upper: bool, chunk: int) -> list[np.ndarray]:
+    """(query index, code index) pairs within ``max_distance`` that share ``table``'s substring up to
+    ``radius`` flipped bits; with ``upper`` only pairs with query index < code index (a self join)."""
+    found = []
+    query_keys = table.keys(queries)
+    for flip in _flip_masks(table.width, radius):
+        for start in range(0, len(queries), chunk):
+            probe = (query_keys[start:start + chunk] ^ flip).astype(np.int64)
+            counts = table.counts[probe]
+            hit = np.flatnonzero(counts)  # only these probes find entries (few, for a small table)
+            if not len(hit):
+                continue
+            query, probe, counts = hit + start, probe[hit], counts[hit]
+            q = np.repeat(query, counts)
+            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            cand = table.order[np.repeat(table.starts[probe], counts) + offsets].astype(np.int64)
+            if upper:
+                keep = q < cand
+                q, cand = q[keep], cand[keep]
+            close = np.bitwise_count(queries[q] ^ codes[cand]) <= max_distance
+            if close.any():
+                found.append(np.stack([q[close], cand[close]], axis=1))
+    return found
+
+
 def near_duplicate_pairs(codes: np.ndarray, max_distance: int, chunk: int = 1 << 20) -> np.ndarray:
     """All index pairs (i < j) with popcount(codes[i] ^ codes[j]) ≤ max_distance, as an (k, 2) array."""
     codes = np.ascontiguousarray(codes, dtype=np.uint64)
@@ -55,32 +105,49 @@ def near_duplicate_pairs(codes: np.ndarray, max_distance: int, chunk: int = 1 <<
     found = []
     subs = _substrings(n, max_distance)
     radius = max_distance // len(subs)
-    for shift, width in subs:
-        mask = np.uint64((1 << width) - 1)
-        keys = (codes >> np.uint64(shift)) & mask
-        order = np.argsort(keys, kind="stable")
-        # Dense bucket table (substrings are ≤ 22 bits: at most 4M buckets): O(1) probes.
-        bucket_counts = np.bincount(keys.astype(np.int64), minlength=1 << width)
-        bucket_starts = np.cumsum(bucket_counts) - bucket_counts
-        for flip in _flip_masks(width, radius):
-            for start in range(0, n, chunk):
-                query = np.arange(start, min(n, start + chunk))
-                probe = (keys[query] ^ flip).astype(np.int64)
-                counts = bucket_counts[probe]
-                lo = bucket_starts[probe]
-                if not counts.any():
-                    continue
-                q = np.repeat(query, counts)
-                offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-                cand = order[np.repeat(lo, counts) + offsets]
-                keep = q < cand
-                q, cand = q[keep], cand[keep]
-                close = np.bitwise_count(codes[q] ^ codes[cand]) <= max_distance
-                if close.any():
-                    found.append(np.stack([q[close], cand[close]], axis=1))
+    for shift, width in subs:  # one substring's table at a time: the memory of one index
+        found += _probe(_BucketTable.of_codes(codes, shift, width), codes, codes, max_distance, radius, True, chunk)
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(found), axis=0)
+
+
+_DIRECT_QUERIES = 8
+
+
+def within_distance(codes: np.ndarray, queries: np.ndarray, max_distance: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Mask over ``codes``: within ``max_distance`` of at least one of ``queries``.
+
+    The same multi-index hashing as :func:`near_duplicate_pairs`, turned around for a few queries
+    against many codes (a top-up's new hashes against the whole catalog): the bit flips go on the
+    query side, so the only tables are over the queries' flipped substrings, and the codes stream
+    through them in chunks. Memory grows with the queries, not with the catalog.
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint64)
+    queries = np.unique(np.asarray(queries, dtype=np.uint64))
+    mask = np.zeros(len(codes), dtype=bool)
+    if not len(queries) or not len(codes) or max_distance < 0:
+        return mask
+    if len(queries) <= _DIRECT_QUERIES:  # a BFS's last steps: one popcount per code and query is cheaper
+        for start in range(0, len(codes), chunk):
+            block = codes[start:start + chunk]
+            mask[start:start + chunk] = np.logical_or.reduce(
+                [np.bitwise_count(block ^ q) <= max_distance for q in queries])
+        return mask
+    subs = _substrings(len(codes), max_distance)  # as the full pass would index these codes
+    radius = max_distance // len(subs)
+    for shift, width in subs:
+        flips = _flip_masks(width, radius)
+        keys = (((queries >> np.uint64(shift)) & np.uint64((1 << width) - 1))[:, None] ^ flips[None, :]).ravel()
+        table = _BucketTable(shift, width, keys, np.repeat(np.arange(len(queries)), len(flips)))
+        present = table.counts > 0  # 1 byte a bucket: the lookup every code pays stays in cache
+        for start in range(0, len(codes), chunk):
+            block = codes[start:start + chunk]
+            hit = np.flatnonzero(present[table.keys(block).astype(np.intp)])
+            if len(hit):
+                for pairs in _probe(table, queries, block[hit], max_distance, 0, False, chunk):
+                    mask[start + hit[pairs[:, 0]]] = True
+    return mask
 
 
 def resolve_near_duplicates(codes: np.ndarray, max_distance: int) -> np.ndarray:

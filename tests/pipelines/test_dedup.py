@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.ingest.dedup import near_duplicate_pairs, phash, resolve_near_duplicates
+from pipelines.ingest.dedup import near_duplicate_pairs, phash, resolve_near_duplicates, within_distance
 
 
 def _brute_force(codes, d):
@@ -23,6 +23,20 @@ def test_pairs_equal_brute_force(n, d):
     found = {tuple(p) for p in near_duplicate_pairs(codes, d).tolist()}
     assert found == _brute_force(codes, d)
     assert (0, 1) in found and (2 * (d + 1), 2 * (d + 1) + 1) not in found
+
+
+@pytest.mark.parametrize("n,d,n_queries", [(3000, 0, 40), (3000, 4, 40), (20000, 4, 40), (5000, 7, 40), (5000, 4, 8)])
+def test_codes_within_distance_of_queries_equal_brute_force(n, d, n_queries):
+    rng = np.random.default_rng(n + d)
+    codes = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    queries = rng.integers(0, 2**64 - 1, n_queries, dtype=np.uint64)
+    for k in range(d + 2):  # codes at every distance 0..d+1 from the first queries
+        bits = rng.choice(64, size=k, replace=False)
+        codes[k] = queries[k] ^ np.uint64(sum(1 << int(x) for x in bits))
+    expected = (np.bitwise_count(codes[:, None] ^ queries[None, :]) <= d).any(axis=1)
+    got = within_distance(codes, queries, d, chunk=1000)
+    assert got.tolist() == expected.tolist()
+    assert got[: d + 1].all() and not got[d + 1]
 
 
 def test_greedy_resolution_keeps_best_ranked_copy():

@@ -227,3 +227,24 @@ def test_sql_verdict_agrees_with_python_judge(tmp_path):
     sql_verdicts = [r[0] for r in con.execute(f"SELECT {quality_reason_sql(th)} FROM t").fetchall()]
     assert sql_verdicts == [judge(r, th) for r in rows]
     assert len(set(sql_verdicts)) > 4  # the sample exercises several rules
+
+
+def test_topup_ingest_decides_like_full(tmp_path, ray_cluster, run_cli):
+    """A second ingest with copies of the first run's photos decides incrementally; `--full` agrees."""
+    first = _photo_corpus(tmp_path / "a", 4)
+    more = tmp_path / "b"
+    _photo_corpus(more, 6)
+    (more / "photo_000.jpg").unlink()  # b/photo_001.. are new photos; add copies of a's below
+    (more / "copy_of_a0.jpg").write_bytes(first[0].read_bytes())
+    cv2.imwrite(str(more / "recompressed_a1.jpg"), cv2.imread(str(first[1])), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    root = tmp_path / "root"
+    run_cli(root, "ingest", tmp_path / "a", "--source", "a")
+    run_cli(root, "ingest", more, "--source", "b")
+    cat = Catalog(root)
+    sql = "SELECT path, source, status, reason, duplicate_of FROM decisions ORDER BY ALL"
+    topped_up = cat.query(sql)
+    reasons = {Path(r["path"]).name: r["reason"] for r in topped_up.to_pylist()}
+    assert reasons.get("copy_of_a0.jpg") == "duplicate" or reasons.get("photo_000.jpg") == "duplicate"
+    assert "near_duplicate" in reasons.values()
+    assert "0 scanned now" in run_cli(root, "ingest", tmp_path / "a", more, "--full").output
+    assert cat.query(sql).equals(topped_up)
