@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	bash scripts/fetch_decoder_test_images.sh $(VENV)
 
 test: setup
-	$(PY) -m pytest tests --ignore=tests/benchmarks -q
+	$(PY) -m pytest tests --ignore=tests/benchmarks -q --durations=15
 
 lint: setup
 	$(VENV)/bin/ruff check schemas catalogs pipelines supir tests
