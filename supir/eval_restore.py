@@ -8,6 +8,9 @@ The input is the LQ brought to the output size by bicubic interpolation, as the 
 feeds SDXL-sized images; the working size follows the preset's rules (multiple of 8 or 64), with
 its minimum short side capped at the protocol's size (so a `--size 64` test does not work at 1024).
 The sampling seed is a function of (seed, image, degradation): every checkpoint sees the same noise.
+The prompt is the paper's test prompt (appendix A.2): with a captioning model, the LLaVA caption of
+the checkpoint's own cleaned LQ, D(E_dr(x_LQ)) at a short side of 512 as the release does, joined to
+the positive quality prompt; without one, the positive prompt alone.
 """
 
 from __future__ import annotations
@@ -33,9 +36,14 @@ class Method:
     settings: str = "paper"
     pretrained: str | None = None  # SDXL folder (default: the one the checkpoint was trained on)
     steps: int | None = None  # sampler steps override (tests, quick looks)
+    caption_model: str | None = None  # LLaVA folder: caption each cleaned LQ (the paper's test prompt)
+    caption_max_tokens: int = 512
+    caption_size: int = 512  # short side the cleaned LQ is captioned at (the release: 512)
 
 
-def checkpoint_methods(paths: list[str], settings: str, pretrained: str | None, steps: int | None) -> list[Method]:
+def checkpoint_methods(paths: list[str], settings: str, pretrained: str | None, steps: int | None,
+                       caption_model: str | None = None, caption_max_tokens: int = 512,
+                       caption_size: int = 512) -> list[Method]:
     """Methods named after their folders (parent-folder prefix, then a number, where names clash)."""
     from supir.restore_settings import SETTINGS
 
@@ -56,7 +64,8 @@ def checkpoint_methods(paths: list[str], settings: str, pretrained: str | None, 
         while unique in names:
             unique, i = f"{name}-{i}", i + 1
         names.add(unique)
-        methods.append(Method(unique, str(path), settings, pretrained, steps))
+        methods.append(Method(unique, str(path), settings, pretrained, steps, caption_model, caption_max_tokens,
+                              caption_size))
     return methods
 
 
@@ -86,6 +95,13 @@ class Restorer:
         if method.steps is not None:
             settings = dataclasses.replace(settings, sampler=dataclasses.replace(settings.sampler, steps=method.steps))
         self.settings = dataclasses.replace(settings, min_size=min(settings.min_size, size))
+        self.captioner = None
+        if method.caption_model:
+            from supir.captioning import LlavaCaptioner
+
+            self.captioner = LlavaCaptioner(method.caption_model, device, dtype or torch.float32,
+                                            method.caption_max_tokens)
+        self.last_prompt = None  # the prompt of the latest call (tests, logs)
 
     def __call__(self, lq: np.ndarray, size: tuple[int, int], seed: int) -> np.ndarray:
         base = upscale(lq, size)
@@ -94,15 +110,21 @@ class Restorer:
         import torch
 
         from supir.prompts import NEGATIVE_PROMPTS, POSITIVE_PROMPT
-        from supir.restore import restore_batch
+        from supir.restore import caption_cleaned_tensor, restore_batch
         from supir.restore_loading import to_pil
         from supir.restore_settings import working_size
 
         s = self.settings
         work, _ = working_size(*size, 1.0, s.min_size, s.size_multiple)
         x = torch.from_numpy(upscale(base, work).astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+        prompt = POSITIVE_PROMPT
+        if self.captioner is not None:
+            caption = caption_cleaned_tensor(self.captioner, self.parts, self.hint_encoder, x,
+                                             short_side=self.method.caption_size)
+            prompt = f"{caption}{s.prompt_join}{POSITIVE_PROMPT}" if caption else POSITIVE_PROMPT
+        self.last_prompt = prompt
         generator = torch.Generator().manual_seed(seed)
-        restored = restore_batch(self.model, self.parts, x.to(self.device), [POSITIVE_PROMPT], s.sampler,
+        restored = restore_batch(self.model, self.parts, x.to(self.device), [prompt], s.sampler,
                                  NEGATIVE_PROMPTS[s.negative], generator, self.hint_encoder, s)  # fmt: skip
         out = to_pil(restored[0])
         return np.asarray(out if out.size == size else out.resize(size, Image.Resampling.BICUBIC))

@@ -162,7 +162,17 @@ def caption_cleaned(captioner, parts, hint_encoder, path: Path, upscale: float, 
     """The release's caption: LLaVA on D(E_dr(x_LQ)) at a short side of 512 (multiple of 64)."""
     (w, h), _ = working_size(*image_size(path), upscale, RELEASED_SIZE, 64)
     (w, h), _ = working_size(w, h, short_side / min(w, h), 0, 64)
-    lq = load_lq(path, (w, h)).to(next(parts.vae.parameters()).device)
+    return caption_cleaned_tensor(captioner, parts, hint_encoder, load_lq(path, (w, h)))
+
+
+@torch.no_grad()
+def caption_cleaned_tensor(captioner, parts, hint_encoder, lq: torch.Tensor, short_side: int | None = None) -> str:
+    """LLaVA on D(E_dr(lq)) for an LQ tensor (1, 3, H, W) in [-1, 1]; resized first to ``short_side``
+    (a multiple of 64) when given."""
+    if short_side is not None:
+        (w, h), _ = working_size(lq.shape[-1], lq.shape[-2], short_side / min(lq.shape[-2:]), 0, 64)
+        lq = torch.nn.functional.interpolate(lq.float(), size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+    lq = lq.to(next(parts.vae.parameters()).device)
     z = encode_images(hint_encoder if hint_encoder is not None else parts.vae, lq, sample=False)
     return captioner([to_pil(decode_latents(parts.vae, z)[0])])[0]
 

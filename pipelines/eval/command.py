@@ -44,7 +44,8 @@ def check_config(out: Path, config: dict) -> None:
     path = out / CONFIG_FILE
     if path.exists():
         old = json.loads(path.read_text())
-        same = ("size", "seed", "conventions", "settings", "steps", "dtype")
+        same = ("size", "seed", "conventions", "settings", "steps", "dtype", "caption_model", "caption_max_tokens",
+                "caption_size")
         changed = [k for k in same if old.get(k) != config.get(k)]
         changed += [f"method {m}" for m, ckpt in config["methods"].items() if old["methods"].get(m, ckpt) != ckpt]
         if changed:
@@ -113,6 +114,10 @@ def _console_table(lines: list[dict]) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the degradations and the samplers.")
 @click.option("--size", type=int, default=TEST_SIZE, show_default=True, help="Protocol crop side (the paper: 1024).")
 @click.option("--steps", type=int, default=None, help="Override the preset's sampler steps (quick looks, tests).")
+@click.option("--caption-model", default=None, help="Local LLaVA folder: each checkpoint's cleaned LQ is captioned "
+              "and the caption joined to the positive prompt (the paper's test prompt). Default: positive prompt only.")
+@click.option("--caption-max-tokens", type=int, default=512, show_default=True)
+@click.option("--caption-size", type=int, default=512, show_default=True, help="Short side the cleaned LQ is captioned at.")
 @click.option("--fr-channel", type=click.Choice(["y", "rgb"]), default="y", show_default=True,
               help="PSNR/SSIM on BT.601 luma or on RGB.")
 @click.option("--crop-border", type=int, default=0, show_default=True, help="Pixels dropped per side for PSNR/SSIM.")
@@ -123,7 +128,8 @@ def _console_table(lines: list[dict]) -> str:
 @limit_options(MODEL_LIMITS)
 @click.pass_obj
 def eval_command(settings, checkpoints, preset, pretrained, gt, lq, degradations, metrics, baselines, limit, seed,
-                 size, steps, fr_channel, crop_border, weights_dir, dtype, out, batch_size, part_rows, actors,
+                 size, steps, caption_model, caption_max_tokens, caption_size, fr_channel, crop_border, weights_dir,
+                 dtype, out, batch_size, part_rows, actors,
                  gpus_per_actor, item_seconds, worker_memory):
     """Table 1 of the SUPIR paper for checkpoints and baselines: tables + gallery. Resumable."""
     if (gt is None) == (lq is None):
@@ -131,7 +137,8 @@ def eval_command(settings, checkpoints, preset, pretrained, gt, lq, degradations
     if size < 16 or (steps is not None and steps < 1):
         raise ConfigError("--size must be >= 16 and --steps >= 1")
     methods = [Method(b) for b in dict.fromkeys(baselines)] + checkpoint_methods(list(checkpoints), preset,
-                                                                                  pretrained, steps)  # fmt: skip
+                                                                                  pretrained, steps, caption_model,
+                                                                                  caption_max_tokens, caption_size)  # fmt: skip
     if not methods:
         raise ConfigError("nothing to evaluate: give --checkpoint and/or --baseline bicubic")
     wanted = parse_metrics(metrics)
@@ -148,6 +155,9 @@ def eval_command(settings, checkpoints, preset, pretrained, gt, lq, degradations
     job = EvalJob(str(Path(out).resolve()), size, seed, tuple(wanted), conventions, weights_dir, dtype,
                   torch.hub.get_dir())
     check_config(Path(job.out), {"size": size, "seed": seed, "conventions": asdict(conventions), "settings": preset,
-                                 "steps": steps, "dtype": dtype, "methods": {m.name: m.checkpoint for m in methods}})
+                                 "steps": steps, "dtype": dtype, "caption_model": caption_model,
+                                 "caption_max_tokens": caption_max_tokens if caption_model else None,
+                                 "caption_size": caption_size if caption_model else None,
+                                 "methods": {m.name: m.checkpoint for m in methods}})
     opts = PoolOptions(batch_size=batch_size, part_rows=part_rows, actors=actors, gpus_per_actor=gpus_per_actor)
     run_eval(settings, job, methods, items, opts, make_limits(item_seconds, worker_memory))
