@@ -106,11 +106,19 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
+# Probed first: what a photo crawl is made of. Pillow's own order (alphabetical by plugin once every
+# plugin is loaded) puts JPEG 25th, after plugins without a cheap signature check (IM, IMT, IPTC) that
+# parse each file's header: ~0.8 ms per JPEG. Each of these formats has a signature no other format's
+# accepts, so the order changes what is tried first, never what a file is identified as.
+_COMMON_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+
+
 @functools.cache
 def _open_formats() -> tuple[str, ...]:
-    """Every format Pillow identifies, in its own probing order, less the refused ones."""
+    """Every format Pillow identifies, common photo formats first, less the refused ones."""
     Image.init()
-    return tuple(f for f in Image.ID if f not in REFUSED_FORMATS)
+    known = [f for f in Image.ID if f not in REFUSED_FORMATS]
+    return tuple([f for f in _COMMON_FORMATS if f in known] + [f for f in known if f not in _COMMON_FORMATS])
 
 
 def _claimed_format(data: bytes) -> str | None:
