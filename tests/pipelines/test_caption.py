@@ -1,10 +1,6 @@
 """`supir-data caption`: end to end through the CLI and Ray with the tiny LLaVA, plus its pure parts."""
 
 import json
-import os
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +31,7 @@ from pipelines.engine.stage import Limits
 from pipelines.engine.worker import run_job
 from schemas.errors import ConfigError, MissingWeightsError
 from supir.prompts import CAPTION_PROMPT
+from tests.pipelines import kill_run
 from tests.scan_rows import register_scans, scan_row
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry")
@@ -56,37 +53,8 @@ def make_catalog(root: Path, n: int, sources=("flickr", "ffhq")) -> list[dict]:
 
 
 def run_and_kill(root: Path, args: list[str], table: str) -> int:
-    """Start `python -m pipelines ARGS`, SIGKILL it and every process it started once the first
-    `table` part exists; returns how many parts it wrote."""
-    import psutil
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "--root", str(root), "--num-cpus", "2", *args],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    started: list = []
-    try:
-        deadline = time.monotonic() + 150
-        while not list_parts(root, table) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        try:
-            started = psutil.Process(proc.pid).children(recursive=True)  # GCS, raylet, workers, the actor
-        except psutil.Error:  # the run ended on its own; the assertion on parts reports it
-            started = []
-    finally:
-        proc.kill()  # the driver first, then its Ray (GCS, raylet, the actor): a crash of the whole run
-        for child in {p.pid: p for p in started}.values():
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        proc.wait()
-        psutil.wait_procs(started, timeout=30)
-    return len(list_parts(root, table))
+    """Kill `supir-data --root ROOT ARGS` once its first `table` part exists; how many parts it wrote."""
+    return kill_run.run_and_kill(["--root", root, "--num-cpus", "2", *args], lambda: len(list_parts(root, table)))
 
 
 def captions(root) -> list[dict]:

@@ -4,11 +4,6 @@ mid-run and resumed without duplicates → complete tables and a gallery (render
 import csv
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,8 +13,8 @@ from PIL import Image
 from supir.eval_protocol import DEGRADATIONS
 from tests.pipelines.chromium import chromium, screenshot
 from tests.pipelines.eval_fixtures import make_checkpoints, make_photos
+from tests.pipelines.kill_run import run_and_kill
 
-REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
 FAST = ["--size", SIZE, "--steps", 2, "--part-rows", 1, "--gpus-per-actor", 0]
 
@@ -44,19 +39,9 @@ def finished(eval_inputs, tmp_path_factory, ray_cluster):
     os.environ["TORCH_HOME"] = str(out.parent / "torch")  # empty: LPIPS and NR weights are missing
     args = [str(x) for x in ("eval", "--gt", photos, "--checkpoint", a, "--checkpoint", b, "--baseline", "bicubic",
                              "--out", out, *FAST)]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "--num-cpus", "2", *args], env=env, cwd=REPO,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    parts = out / "lake" / "eval_results"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(list(parts.glob("part-*.parquet"))) >= 2:  # the real signal: results on disk
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "eval finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray cluster it started
-    proc.wait()
-    killed_with = len(list(parts.glob("part-*.parquet")))
+    parts = out / "lake" / "eval_results"  # the real signal: results on disk
+    killed_with = run_and_kill(["--num-cpus", "2", *args], lambda: len(list(parts.glob("part-*.parquet"))),
+                               at_least=2, timeout=240)
     assert 2 <= killed_with < 45
 
     result = CliRunner().invoke(cli, args, catch_exceptions=False)

@@ -1,10 +1,5 @@
 """Ingest end to end through the real CLI and Ray: every path gets a row, resumable, idempotent."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -16,8 +11,8 @@ from skimage import data
 
 from catalogs.catalog import Catalog
 from catalogs.lake import list_parts
+from tests.pipelines.kill_run import run_and_kill
 
-REPO = Path(__file__).resolve().parents[2]
 COMPARE_SQL = "SELECT * EXCLUDE (run_id, ingested_at) FROM images ORDER BY path"
 
 
@@ -126,21 +121,9 @@ def test_kill_mid_run_then_resume_equals_uninterrupted(tmp_path, ray_cluster, ru
     _photo_corpus(corpus, 24)
     (corpus / "truncated.jpg").write_bytes((corpus / "photo_000.jpg").read_bytes()[:5000])
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "pipelines", "--root", str(killed), "--num-cpus", "1",
-           "ingest", str(corpus), "--batch-size", "1"]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
     scans_dir = killed / "lake" / "scans"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(list(scans_dir.glob("part-*.parquet"))) >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "ingest finished before it could be killed; make the corpus bigger"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray cluster it started
-    proc.wait()
-    done_before = len(list(scans_dir.glob("part-*.parquet")))
+    done_before = run_and_kill(["--root", killed, "--num-cpus", "1", "ingest", corpus, "--batch-size", "1"],
+                               lambda: len(list(scans_dir.glob("part-*.parquet"))), at_least=3, timeout=120)
     assert 3 <= done_before < 25
 
     run_cli(killed, "ingest", corpus, "--batch-size", "1")  # the same command finishes the job
