@@ -50,3 +50,14 @@ def tiny_models(tmp_path_factory):
     from pipelines.devtools.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture
+def torch_hub(tmp_path):
+    """An empty, private torch hub folder (pyiqa's LPIPS and NR weights are looked up there)."""
+    import torch
+
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(previous)

@@ -9,14 +9,6 @@ import torch
 from supir.eval_metrics import Conventions, Scorer, missing_weights
 
 
-@pytest.fixture
-def torch_hub(tmp_path):
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
-
-
 def _pair(seed=0, shape=(48, 64, 3), noise=20):
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 256, shape, dtype=np.uint8)

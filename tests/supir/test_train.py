@@ -69,15 +69,6 @@ def test_gradient_accumulation_and_validation(sdxl_dir, tmp_path):
     assert "val/psnr" in log and "val/ssim" in log
 
 
-@pytest.fixture
-def torch_hub(tmp_path):
-    """An empty, private torch hub folder (LPIPS weights are looked up there)."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
-
-
 def _random_lpips_weights(with_alexnet: bool) -> None:
     """Random stand-ins for pyiqa's LPIPS layers and torchvision's AlexNet, where they are looked for."""
     import torchvision
