@@ -5,7 +5,7 @@ name: a retried job replaces its part). It returns a small summary to the driver
 outcome, rows written, and the rows themselves for stages that collect them.
 """
 
-from catalogs.lake import write_part
+from catalogs.lake import conform, write_part
 from pipelines.engine.isolation import (
     FAILED,
     Failures,
@@ -104,6 +104,10 @@ class EngineActor:
 
     def __init__(self, stage: Stage):
         stage.setup()
+        if stage.table:
+            # pyarrow imports pandas on its first row conversion (~0.4-0.7 s): pay it at start-up,
+            # not while the next part waits behind this actor's first one.
+            conform(stage.table, [])
         self.stage = stage
 
     def run(self, items: list[dict], ctx: JobContext) -> dict:
