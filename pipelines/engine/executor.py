@@ -28,8 +28,8 @@ from pipelines.engine.isolation import JobContext
 from pipelines.engine.runtime import cluster_cpus, progress
 from pipelines.engine.stage import CRASHED, TIMEOUT, Limits, Stage
 from pipelines.engine.stats import StageStats
-from pipelines.engine.watch import died_of_timeout, read_note
-from pipelines.engine.worker import EngineActor, prepare_job, record_failure, run_job
+from pipelines.engine.watch import died_of_timeout, read_note, read_part
+from pipelines.engine.worker import EngineActor, prepare_job, record_failure, record_lost_part, run_job
 from schemas.errors import SupirDataError
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,14 @@ class _Driver:
             reason = TIMEOUT
         if len(items) == 1:
             detail = _death_detail(reason, why, text, self.plan.limits, self.stage.cost(items[0]))
+            part = read_part(self.notes, run.job_id)
+            reduced = None if part is None else self.stage.without_part(items[0], part, reason, detail)
+            if reduced is not None:  # an item of many inputs: lose the culprit input only, retry the rest
+                item, lost_key = reduced
+                detail = f"{detail} (input {part} of {self.stage.key(items[0])})"
+                record_lost_part(self.stage, lost_key, reason, detail, self._context())
+                self.jobs.appendleft(Job([item]))
+                return
             self._count(record_failure(self.stage, items[0], reason, detail, self._context()))
             return
         rest = [item for i, item in enumerate(items) if i not in suspects]

@@ -86,6 +86,13 @@ class Stage:
         """Relative work of an item (its time limit is ``cost × item_seconds``)."""
         return 1.0
 
+    def without_part(self, item: dict, part: int, reason: str, detail: str) -> tuple[dict, str] | None:
+        """For an item made of many inputs (a shard of samples), which names the input it is on with
+        :func:`pipelines.engine.watch.note_part`: when the worker dies on input ``part``, the item to
+        retry without it (and having recorded it as ``reason``), and the key of the lost input for the
+        `failures` table. None (the default): the whole item is recorded as ``reason``."""
+        return None
+
     def part_name(self, items: list[dict]) -> str:
         """Deterministic part name of a unit of work: a retried batch replaces its own part."""
         digest = hashlib.sha256("\n".join(sorted(self.key(i) for i in items)).encode()).hexdigest()[:24]

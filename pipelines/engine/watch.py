@@ -6,7 +6,8 @@ thread's stack, then the default action ends the process), so even a native deco
 GIL held is stopped after the item's time limit. faulthandler's own watchdog thread
 (``dump_traceback_later``) costs a thread start and join per item (0.1–1.4 ms measured, ~5 % of a 22 ms
 scan); it remains the fallback off the main thread. When the worker dies, the driver reads the note
-(:func:`read_note`) and knows the culprit (:mod:`pipelines.engine.executor`).
+(:func:`read_note`) and knows the culprit (:mod:`pipelines.engine.executor`). An item made of many
+inputs (a shard) also notes the input it is on (:func:`note_part`), so a crash costs that input only.
 """
 
 import faulthandler
@@ -17,6 +18,8 @@ import threading
 from pathlib import Path
 
 _IDLE = -1
+_NO_PART = _IDLE.to_bytes(8, "little", signed=True)  # bytes 16..24 of a note: the input of the item
+_current: "ItemWatch | None" = None  # the watch of the job this process runs (note_part writes to it)
 
 
 class ItemWatch:
@@ -32,10 +35,12 @@ class ItemWatch:
         faulthandler.enable(file=self.log)
         self.alarm = _arm_alarm_handler(self.log)
         self.stop()
+        global _current
+        _current = self
 
     def start(self, index: int, cost: float = 1.0, count: int = 1) -> None:
         """Items ``index .. index+count-1`` run now, within ``cost × item_seconds``."""
-        os.pwrite(self.fd, index.to_bytes(8, "little", signed=True) + count.to_bytes(8, "little"), 0)
+        os.pwrite(self.fd, index.to_bytes(8, "little", signed=True) + count.to_bytes(8, "little") + _NO_PART, 0)
         seconds = self.item_seconds * max(cost, 1e-3)
         if self.alarm:
             signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -47,15 +52,29 @@ class ItemWatch:
             signal.setitimer(signal.ITIMER_REAL, 0)
         else:
             faulthandler.cancel_dump_traceback_later()
-        os.pwrite(self.fd, _IDLE.to_bytes(8, "little", signed=True) + bytes(8), 0)
+        os.pwrite(self.fd, _IDLE.to_bytes(8, "little", signed=True) + bytes(8) + _NO_PART, 0)
+
+    def part(self, index: int | None) -> None:
+        os.pwrite(self.fd, _NO_PART if index is None else index.to_bytes(8, "little", signed=True), 16)
 
     def close(self) -> None:
+        global _current
+        if _current is self:
+            _current = None
         self.stop()
         if self.alarm:
             faulthandler.unregister(signal.SIGALRM)
         faulthandler.enable(file=sys.stderr) if self._was_enabled else faulthandler.disable()
         os.close(self.fd)
         self.log.close()
+
+
+def note_part(index: int | None) -> None:
+    """The running item is now on its input ``index`` (None: on none of them, e.g. writing its output).
+
+    A 1 µs ``pwrite``; a no-op outside an engine job (a stage's function called directly)."""
+    if _current is not None:
+        _current.part(index)
 
 
 def _arm_alarm_handler(log) -> bool:
@@ -93,3 +112,13 @@ def read_note(notes_dir: str, job_id: str) -> tuple[range | None, str]:
         text = ""
     count = int.from_bytes(raw[8:16], "little") if len(raw) == 16 else 0
     return (None if index == _IDLE else range(index, index + max(1, count))), text
+
+
+def read_part(notes_dir: str, job_id: str) -> int | None:
+    """The input of the running item that the worker was on when it died (:func:`note_part`), or None."""
+    try:
+        raw = (Path(notes_dir) / f"{job_id}.idx").read_bytes()[16:24]
+    except OSError:
+        return None
+    index = int.from_bytes(raw, "little", signed=True) if len(raw) == 8 else _IDLE
+    return None if index < 0 else index

@@ -5,6 +5,8 @@ name: a retried job replaces its part). It returns a small summary to the driver
 outcome, rows written, and the rows themselves for stages that collect them.
 """
 
+import hashlib
+
 from catalogs.lake import conform, write_part
 from pipelines.engine.isolation import (
     FAILED,
@@ -85,6 +87,18 @@ def record_failure(stage: Stage, item: dict, reason: str, detail: str, ctx: JobC
     failures = Failures()
     row = failures.row(stage, {k: v for k, v in item.items() if k != FAILED}, reason, detail)
     return finish_job(stage, [item], [row], failures, ctx)
+
+
+def record_lost_part(stage: Stage, key: str, reason: str, detail: str, ctx: JobContext) -> None:
+    """The driver's side: the `failures` row of one input that an item of many inputs lost (a shard's
+    sample that crashed its worker); the item itself is retried without it."""
+    record = {"stage": stage.name, "key": key, "reason": reason, "detail": detail, "run_id": ctx.run_id,
+              "created_at": utc_now()}  # fmt: skip
+    write_part(ctx.root, "failures", _printable([record]), name=f"{stage.name}-lost-{_digest(key)}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:20]
 
 
 def _printable(records: list[dict]) -> list[dict]:

@@ -3,9 +3,12 @@
 :func:`write_shard` is a pure function of (plan, config): tar headers carry fixed mtime/owner and
 members come in sorted order, so the same catalog + seed give byte-identical tars on any worker
 count. A sample that cannot be made is skipped and counted by reason; a shard already at its target
-path with the recorded size and SHA-256 is reused, not rewritten.
+path with the recorded size and SHA-256 is reused, not rewritten. A sample whose decoding kills the
+worker (a native crash, a hang past the limit) costs that sample only: the engine retries the shard
+without it (:meth:`ShardStage.without_part`), and the sample is counted and listed in `failures`.
 """
 
+import dataclasses
 import hashlib
 import json
 
@@ -16,6 +19,7 @@ from catalogs.store import Store, open_file
 from pipelines.engine.runtime import tune_malloc
 from pipelines.engine.sources import read_bytes
 from pipelines.engine.stage import Stage
+from pipelines.engine.watch import note_part
 from pipelines.shard.plan import SamplePlan, ShardConfig, ShardPlan
 from pipelines.shard.sample import SampleSkipped, make_sample
 from pipelines.shard.tar import ShardTar
@@ -31,23 +35,27 @@ def _read(sample: SamplePlan) -> bytes:
         raise SampleSkipped("unreadable", f"{sample.path}: {exc}") from None
 
 
-def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "") -> dict:
+def write_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: str, root: str | None = None, run_id: str = "",
+                lost: dict[str, int] | None = None) -> dict:
     """Write one planned shard atomically; return its `shards` row plus per-sample counters.
 
     ``out_dir`` is a folder or an fsspec URL (``s3://bucket/prefix/shards``): the tar appears all at
     once (see :class:`catalogs.store.Store`). With ``root`` the row is also written as a lake part
-    named after the shard (a retry replaces it).
+    named after the shard (a retry replaces it). ``lost``: samples the engine already took out of the
+    plan, by reason (counted with the skipped ones).
     """
     cv2.setNumThreads(1)  # one task per core: the parallelism is Ray's
     tune_malloc()  # image-sized buffers stay on the heap (see pipelines.engine.runtime.tune_malloc)
     out = Store(out_dir)
-    counts = {"written": 0, "skipped": {}, "sources": {}}
+    counts = {"written": 0, "skipped": dict(lost or {}), "sources": {}}
 
     def write(fh):
         tar = ShardTar(fh)
         try:
-            for sample in plan.samples:
+            for i, sample in enumerate(plan.samples):
+                note_part(i)  # should this sample kill the worker, the engine retries without it
                 _write_sample(tar, cfg, sample, counts)
+            note_part(None)
         except BaseException:
             tar.abort()
             raise
@@ -128,8 +136,20 @@ class ShardStage(Stage):
         plan = item["plan"]
         if is_done(plan, item["done"], self.out_dir):
             return {**item["done"], "reused": True, "skipped": {}, "sources": {}}
-        result = write_shard(plan, self.cfg, self.out_dir, run_id=self.run_id)
+        result = write_shard(plan, self.cfg, self.out_dir, run_id=self.run_id, lost=item.get("lost"))
         return {**result["row"], "reused": False, "skipped": result["skipped"], "sources": result["sources"]}
+
+    def without_part(self, item: dict, part: int, reason: str, detail: str) -> tuple[dict, str] | None:
+        """The shard without its sample ``part`` (which killed the worker). The plan keeps its digest:
+        a later run finds the shard done instead of crashing on that sample again."""
+        plan = item["plan"]
+        if not 0 <= part < len(plan.samples):
+            return None
+        culprit = plan.samples[part]
+        rest = plan.samples[:part] + plan.samples[part + 1 :]
+        lost = dict(item.get("lost") or {})
+        lost[reason] = lost.get(reason, 0) + 1
+        return {**item, "plan": dataclasses.replace(plan, samples=rest), "lost": lost}, culprit.path
 
     def outcome(self, row: dict | None) -> str:
         return "reused" if row and row.get("reused") else "written"

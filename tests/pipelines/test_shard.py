@@ -1,9 +1,12 @@
 """`supir-data shard`: catalog → deterministic, resumable WebDataset tars + `shards` rows + manifest."""
 
+import dataclasses
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
 import tarfile
 from pathlib import Path
 
@@ -13,9 +16,11 @@ import webdataset as wds
 from PIL import Image
 
 from catalogs.catalog import Catalog
+from pipelines.engine.executor import Plan, run_stage
 from pipelines.shard.command import ShardTar, plan_from_catalog, write_shard
 from pipelines.shard.plan import SamplePlan, ShardConfig, pack_shards, parse_size, select_samples
-from pipelines.shard.sample import make_gt
+from pipelines.shard.sample import make_gt, make_sample
+from pipelines.shard.stage import ShardStage
 from schemas.errors import ConfigError
 from schemas.sample import META_FIELDS, is_valid_key, split_of
 from supir.degradation import preset, rng_for, sample_recipe
@@ -340,3 +345,56 @@ def test_unreadable_sources_are_skipped_with_a_reason(path, reason):
     with pytest.raises(SampleSkipped) as info:
         _read(dataclasses.replace(_sample_plan(8, 8), path=path))
     assert info.value.reason == reason
+
+
+class CrashingShardStage(ShardStage):
+    """The real shard stage, except that decoding the sample of ``victim`` kills the worker (SIGSEGV),
+    as a native decoder bug would; every other sample is made by the real code."""
+
+    def __init__(self, cfg, out_dir, run_id, victim: str):
+        super().__init__(cfg, out_dir, run_id)
+        self.victim = victim
+
+    def process_item(self, item):
+        import pipelines.shard.stage as shard_stage
+
+        real, victim = make_sample, self.victim
+
+        def make(cfg, sample, data):
+            if sample.path == victim:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return real(cfg, sample, data)
+
+        shard_stage.make_sample = make
+        try:
+            return super().process_item(item)
+        finally:
+            shard_stage.make_sample = real
+
+
+def test_a_native_crash_on_one_sample_costs_that_sample_not_the_shard(tmp_path, ray_cluster):
+    scans = build_catalog(tmp_path, n_images=6, n_negatives=0)
+    cfg = ShardConfig(gt_size=96, lq="none", val_fraction=0.0, max_count=100)
+    (plan,), _ = plan_from_catalog(Catalog(tmp_path), cfg)
+    victim = plan.samples[2].path
+    assert len(plan.samples) == 6 and victim in {s["path"] for s in scans}
+    out = tmp_path / "out"
+    out.mkdir()
+    stage = CrashingShardStage(cfg, str(out), "run-crash", victim)
+    stats = run_stage(stage, [{"plan": plan, "done": None}], str(tmp_path), "run-crash", Plan(part_items=1),
+                      show_progress=False)
+    (row,) = stats.collected
+    assert stats.outcomes == {"written": 1}
+    assert row["samples"] == 5 and row["skipped"] == {"crashed": 1}
+    # The tar is the shard without the victim, byte for byte, as the writer makes it in this process.
+    rest = dataclasses.replace(plan, samples=[s for s in plan.samples if s.path != victim])
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    assert write_shard(rest, cfg, str(alone))["row"]["sha256"] == _sha(out / plan.shard) == row["sha256"]
+    catalog = Catalog(tmp_path)
+    catalog.refresh()  # run_stage wrote the parts; the command registers them
+    failures = catalog.query("SELECT * FROM failures").to_pylist()
+    assert [(f["stage"], f["key"], f["reason"]) for f in failures] == [("shard", victim, "crashed")]
+    assert "fatal signal" in failures[0]["detail"] and f"input 2 of {plan.shard}" in failures[0]["detail"]
+    # The plan kept its digest: a rerun of the same plan finds the shard done and reuses it.
+    assert ShardStage(cfg, str(out), "run-again").process_item({"plan": plan, "done": row})["reused"]
