@@ -32,7 +32,7 @@ _STYLE = {
     "ytick.color": "#495057",
     "svg.hashsalt": "supir-data-report",  # element ids from a fixed salt, not a random one
 }
-_MARGINS = {"left": 0.15, "right": 0.97, "bottom": 0.13, "top": 0.88}
+_MARGINS = {"left": 0.15, "right": 0.95, "bottom": 0.13, "top": 0.88}  # right: room for half the last tick label
 
 
 @matplotlib.ticker.FuncFormatter
@@ -68,8 +68,11 @@ def histogram_svg(hist: Histogram) -> str:
             if value is None:
                 continue
             ax.axvline(value, color="#212529", linestyle="--", linewidth=1.2)
-            ax.annotate(f"{side} {value:g}", (value, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -2),
-                        textcoords="offset points", va="top", fontsize=8, color="#212529")
+            # Right of the line, unless that would run past the plot's right edge (a max near the end).
+            right = (value - hist.lo) > 0.7 * (hist.hi - hist.lo)
+            ax.annotate(f"{side} {value:g}", (value, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(-3 if right else 3, -2), textcoords="offset points", va="top",
+                        ha="right" if right else "left", fontsize=8, color="#212529")
         ax.set_xlim(hist.lo, hist.hi)
         ax.yaxis.set_major_formatter(_compact)  # "2.5M", not an offset label the fixed margins might clip
         ax.set_ylabel(hist.unit if hist.every == 1 else f"{hist.unit}, 1 in {hist.every:,}")

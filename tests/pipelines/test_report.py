@@ -160,3 +160,23 @@ def test_explain_unknown_path_is_a_clear_error(demo_root, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "no image with path or image_id" in err and "photo.jpg" in err
+
+
+@needs_chromium
+def test_bound_labels_stay_inside_their_plot(tmp_path):
+    """A max close to the right end of the axis (clipping's 0.35 of 0..0.37) is labelled left of its line."""
+    from pipelines.report.aggregate import CATEGORIES, Bound, Histogram
+    from pipelines.report.plots import histogram_svg
+
+    counts = {CATEGORIES[0]: [5] * 18 + [0, 0], CATEGORIES[1]: [0] * 18 + [2, 2]}
+    cases = [Histogram("clipping", 0.0, 0.37, counts, Bound(max=0.35)),
+             Histogram("sharpness", 0.0, 2.0, counts, Bound(min=0.02, max=1.99))]
+    # The page reports every <text> that leaves its <svg> as a console message (the only script here).
+    check = ("for (const s of document.querySelectorAll('svg')) { const b = s.getBoundingClientRect();"
+             " for (const t of s.querySelectorAll('text')) { const r = t.getBoundingClientRect();"
+             " if (r.right > b.right + 0.5 || r.left < b.left - 0.5) console.log('overflow: ' + t.textContent); } }")
+    page = tmp_path / "plots.html"
+    page.write_text("<!doctype html><meta charset=utf-8><body style='width:500px'>"
+                    + "".join(f"<div>{histogram_svg(h)}</div>" for h in cases) + f"<script>{check}</script>")
+    messages = screenshot(page.as_uri(), tmp_path / "plots.png", tmp_path / "profile", width=600, height=800)
+    assert not [m for m in messages if "overflow" in m], messages
