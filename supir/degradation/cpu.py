@@ -89,10 +89,18 @@ def fft_filter2d(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     shape = (scipy.fft.next_fast_len(padded.shape[0], True), scipy.fft.next_fast_len(padded.shape[1], True))
     spectrum = scipy.fft.rfft2(padded, s=shape, axes=(0, 1))
     # correlation = convolution with the flipped kernel; the full convolution is offset by 2p
-    spectrum *= scipy.fft.rfft2(kernel[::-1, ::-1], s=shape)[:, :, None]
+    spectrum *= kernel_spectrum(kernel[::-1, ::-1], shape)[:, :, None]
     out = scipy.fft.irfft2(spectrum, s=shape, axes=(0, 1))
     h, w = img.shape[:2]
     return np.ascontiguousarray(out[2 * p : 2 * p + h, 2 * p : 2 * p + w])
+
+
+def kernel_spectrum(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``scipy.fft.rfft2(kernel, s=shape)``, the same values, at ~60 % of its cost: the row transforms
+    run on the kernel's own rows only (the zero rows of the padding transform to zeros), then the
+    column transforms on the padded height."""
+    rows = scipy.fft.rfft(kernel, n=shape[1], axis=1)
+    return scipy.fft.fft(rows, n=shape[0], axis=0)
 
 
 def resize(img: np.ndarray, h: int, w: int, mode: str) -> np.ndarray:
@@ -132,8 +140,9 @@ def encode_jpeg(bgr: np.ndarray, quality: int) -> np.ndarray:
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """Real libjpeg round trip of a float32 BGR image in [0, 1] at an integer quality."""
-    out = cv2.imdecode(encode_jpeg(to_uint8(img), quality), cv2.IMREAD_COLOR)
-    return out.astype(np.float32) * np.float32(1 / 255)
+    out = cv2.imdecode(encode_jpeg(to_uint8(img), quality), cv2.IMREAD_COLOR).astype(np.float32)
+    out *= np.float32(1 / 255)
+    return out
 
 
 OPS = orders.Ops(
