@@ -17,6 +17,7 @@ from PIL import Image
 
 from catalogs.catalog import Catalog
 from pipelines.engine.executor import Plan, run_stage
+from pipelines.engine.stage import Limits
 from pipelines.shard.command import ShardTar, plan_from_catalog, write_shard
 from pipelines.shard.plan import SamplePlan, ShardConfig, pack_shards, parse_size, select_samples
 from pipelines.shard.sample import make_gt, make_sample
@@ -348,20 +349,22 @@ def test_unreadable_sources_are_skipped_with_a_reason(path, reason):
 
 
 class CrashingShardStage(ShardStage):
-    """The real shard stage, except that decoding the sample of ``victim`` kills the worker (SIGSEGV),
-    as a native decoder bug would; every other sample is made by the real code."""
+    """The real shard stage, except that decoding the sample of ``victim`` kills the worker (SIGSEGV) or
+    hangs it, as a native decoder bug would; every other sample is made by the real code."""
 
-    def __init__(self, cfg, out_dir, run_id, victim: str):
+    def __init__(self, cfg, out_dir, run_id, victim: str, how: str = "segv"):
         super().__init__(cfg, out_dir, run_id)
-        self.victim = victim
+        self.victim, self.how = victim, how
 
     def process_item(self, item):
         import pipelines.shard.stage as shard_stage
 
-        real, victim = make_sample, self.victim
+        real, victim, how = make_sample, self.victim, self.how
 
         def make(cfg, sample, data):
             if sample.path == victim:
+                if how == "hang":
+                    signal.pause()  # blocks until a signal arrives: the watchdog's
                 os.kill(os.getpid(), signal.SIGSEGV)
             return real(cfg, sample, data)
 
@@ -372,7 +375,9 @@ class CrashingShardStage(ShardStage):
             shard_stage.make_sample = real
 
 
-def test_a_native_crash_on_one_sample_costs_that_sample_not_the_shard(tmp_path, ray_cluster):
+@pytest.mark.parametrize(("how", "reason", "words"), [("segv", "crashed", "fatal signal"),
+                                                     ("hang", "timeout", "over the time limit")])
+def test_a_native_crash_on_one_sample_costs_that_sample_not_the_shard(tmp_path, ray_cluster, how, reason, words):
     scans = build_catalog(tmp_path, n_images=6, n_negatives=0)
     cfg = ShardConfig(gt_size=96, lq="none", val_fraction=0.0, max_count=100)
     (plan,), _ = plan_from_catalog(Catalog(tmp_path), cfg)
@@ -380,12 +385,12 @@ def test_a_native_crash_on_one_sample_costs_that_sample_not_the_shard(tmp_path, 
     assert len(plan.samples) == 6 and victim in {s["path"] for s in scans}
     out = tmp_path / "out"
     out.mkdir()
-    stage = CrashingShardStage(cfg, str(out), "run-crash", victim)
-    stats = run_stage(stage, [{"plan": plan, "done": None}], str(tmp_path), "run-crash", Plan(part_items=1),
-                      show_progress=False)
+    stage = CrashingShardStage(cfg, str(out), "run-crash", victim, how)
+    stats = run_stage(stage, [{"plan": plan, "done": None}], str(tmp_path), "run-crash",
+                      Plan(part_items=1, limits=Limits(item_seconds=4)), show_progress=False)
     (row,) = stats.collected
     assert stats.outcomes == {"written": 1}
-    assert row["samples"] == 5 and row["skipped"] == {"crashed": 1}
+    assert row["samples"] == 5 and row["skipped"] == {reason: 1}
     # The tar is the shard without the victim, byte for byte, as the writer makes it in this process.
     rest = dataclasses.replace(plan, samples=[s for s in plan.samples if s.path != victim])
     alone = tmp_path / "alone"
@@ -394,7 +399,7 @@ def test_a_native_crash_on_one_sample_costs_that_sample_not_the_shard(tmp_path, 
     catalog = Catalog(tmp_path)
     catalog.refresh()  # run_stage wrote the parts; the command registers them
     failures = catalog.query("SELECT * FROM failures").to_pylist()
-    assert [(f["stage"], f["key"], f["reason"]) for f in failures] == [("shard", victim, "crashed")]
-    assert "fatal signal" in failures[0]["detail"] and f"input 2 of {plan.shard}" in failures[0]["detail"]
+    assert [(f["stage"], f["key"], f["reason"]) for f in failures] == [("shard", victim, reason)]
+    assert words in failures[0]["detail"] and f"input 2 of {plan.shard}" in failures[0]["detail"]
     # The plan kept its digest: a rerun of the same plan finds the shard done and reuses it.
     assert ShardStage(cfg, str(out), "run-again").process_item({"plan": plan, "done": row})["reused"]
