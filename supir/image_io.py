@@ -28,6 +28,7 @@ EXIF_ORIENTATION = 0x0112
 REFUSED_FORMATS = frozenset({"EPS"})
 DEFAULT_MAX_PIXELS = 100_000_000  # ingest's --max-pixels default; later stages read accepted images with it
 MAX_SIDE = 2**31 - 1  # sizes must fit the catalog's int32 columns
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what a folder of images holds
 _TIFF_OFFSETS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), (TileOffsets, TileByteCounts)
 
 

@@ -26,6 +26,7 @@ from schemas.errors import ConfigError
 from supir.cli_main import cli_main
 from supir.colorfix import COLOR_FIXES
 from supir.conditioning import decode_latents, encode_images, encode_prompts, sdxl_time_ids
+from supir.image_io import IMAGE_SUFFIXES
 from supir.prompts import NEGATIVE_PROMPTS, POSITIVE_PROMPT
 from supir.restore_loading import image_size, load_lq, load_restorer, to_pil
 from supir.restore_settings import RELEASED_SIZE, SETTINGS, RestoreSettings, working_size
@@ -33,7 +34,6 @@ from supir.sampler import SamplerConfig, eps_denoise, restoration_guided_sample
 from supir.tiling import tiled_denoiser
 
 TILED_VAE_ABOVE = 1024  # pixels per side above which the VAE runs tiled
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def time_ids_for(b: int, height: int, width: int, fixed: bool) -> torch.Tensor:

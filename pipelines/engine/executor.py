@@ -28,7 +28,7 @@ from pipelines.engine.isolation import JobContext
 from pipelines.engine.runtime import cluster_cpus, progress
 from pipelines.engine.stage import CRASHED, TIMEOUT, Limits, Stage
 from pipelines.engine.stats import StageStats
-from pipelines.engine.watch import died_of_timeout, read_note, read_part
+from pipelines.engine.watch import died_of_timeout, read_note
 from pipelines.engine.worker import EngineActor, prepare_job, record_failure, record_lost_part, run_job
 from schemas.errors import SupirDataError
 
@@ -208,7 +208,7 @@ class _Driver:
 
     def _after_death(self, run: Running, reason: str, why: str) -> None:
         """Split the job around the items its note names; a lone culprit gets its failure row."""
-        running, text = read_note(self.notes, run.job_id)
+        running, text, part = read_note(self.notes, run.job_id)
         items = run.job.items
         if running is None or running.start >= len(items):
             if run.job.attempts < NEVER_STARTED_RETRIES:  # e.g. queued on an actor that another job killed
@@ -221,7 +221,6 @@ class _Driver:
             reason = TIMEOUT
         if len(items) == 1:
             detail = _death_detail(reason, why, text, self.plan.limits, self.stage.cost(items[0]))
-            part = read_part(self.notes, run.job_id)
             reduced = None if part is None else self.stage.without_part(items[0], part, reason, detail)
             if reduced is not None:  # an item of many inputs: lose the culprit input only, retry the rest
                 item, lost_key = reduced

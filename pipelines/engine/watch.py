@@ -98,27 +98,20 @@ def died_of_timeout(text: str) -> bool:
     return text.startswith("Timeout") or (bool(text) and "Fatal Python error" not in text)
 
 
-def read_note(notes_dir: str, job_id: str) -> tuple[range | None, str]:
-    """(the items running when the worker died, or None; what faulthandler wrote)."""
+def read_note(notes_dir: str, job_id: str) -> tuple[range | None, str, int | None]:
+    """(the items running when the worker died, or None; what faulthandler wrote; the input of the
+    running item it was on (:func:`note_part`), or None)."""
     notes = Path(notes_dir)
     try:
-        raw = (notes / f"{job_id}.idx").read_bytes()[:16]
+        raw = (notes / f"{job_id}.idx").read_bytes()[:24]
     except OSError:
-        return None, ""
-    index = int.from_bytes(raw[:8], "little", signed=True) if len(raw) == 16 else _IDLE
+        return None, "", None
+    index = int.from_bytes(raw[:8], "little", signed=True) if len(raw) >= 16 else _IDLE
     try:
         text = (notes / f"{job_id}.log").read_text(errors="replace").strip()
     except OSError:
         text = ""
-    count = int.from_bytes(raw[8:16], "little") if len(raw) == 16 else 0
-    return (None if index == _IDLE else range(index, index + max(1, count))), text
-
-
-def read_part(notes_dir: str, job_id: str) -> int | None:
-    """The input of the running item that the worker was on when it died (:func:`note_part`), or None."""
-    try:
-        raw = (Path(notes_dir) / f"{job_id}.idx").read_bytes()[16:24]
-    except OSError:
-        return None
-    index = int.from_bytes(raw, "little", signed=True) if len(raw) == 8 else _IDLE
-    return None if index < 0 else index
+    count = int.from_bytes(raw[8:16], "little") if len(raw) >= 16 else 0
+    part = int.from_bytes(raw[16:24], "little", signed=True) if len(raw) == 24 else _IDLE
+    running = None if index == _IDLE else range(index, index + max(1, count))
+    return running, text, None if part < 0 else part

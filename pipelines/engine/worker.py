@@ -5,9 +5,8 @@ name: a retried job replaces its part). It returns a small summary to the driver
 outcome, rows written, and the rows themselves for stages that collect them.
 """
 
-import hashlib
-
 from catalogs.lake import conform, write_part
+from pipelines.engine.actors import part_name
 from pipelines.engine.isolation import (
     FAILED,
     Failures,
@@ -70,12 +69,8 @@ def finish_job(stage: Stage, items: list[dict], rows: list, failures: Failures, 
         written = len(good)
     if failures:
         now = utc_now()
-        records = [
-            {"stage": stage.name, "key": stage.key(item), "reason": reason, "detail": detail,
-             "run_id": ctx.run_id, "created_at": now}
-            for item, reason, detail in failures
-        ]  # fmt: skip
-        write_part(ctx.root, "failures", _printable(records), name=stage.part_name(items))
+        records = [_failure_record(stage, stage.key(item), reason, detail, ctx, now) for item, reason, detail in failures]
+        write_part(ctx.root, "failures", records, name=stage.part_name(items))
     summary = {"items": len(items), "rows": written, "counters": counters}
     if stage.collect:
         summary["rows_out"] = [_without_arrays(r) for r in good]
@@ -92,21 +87,18 @@ def record_failure(stage: Stage, item: dict, reason: str, detail: str, ctx: JobC
 def record_lost_part(stage: Stage, key: str, reason: str, detail: str, ctx: JobContext) -> None:
     """The driver's side: the `failures` row of one input that an item of many inputs lost (a shard's
     sample that crashed its worker); the item itself is retried without it."""
-    record = {"stage": stage.name, "key": key, "reason": reason, "detail": detail, "run_id": ctx.run_id,
-              "created_at": utc_now()}  # fmt: skip
-    write_part(ctx.root, "failures", _printable([record]), name=f"{stage.name}-lost-{_digest(key)}")
+    record = _failure_record(stage, key, reason, detail, ctx, utc_now())
+    write_part(ctx.root, "failures", [record], name=part_name(f"{stage.name}-lost", [record["key"]]))
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:20]
+def _failure_record(stage: Stage, key: str, reason: str, detail: str, ctx: JobContext, now) -> dict:
+    """One `failures` row; keys (paths) with undecodable bytes are escaped so the part can be written."""
+    return {"stage": stage.name, "key": _printable(key), "reason": reason, "detail": _printable(detail),
+            "run_id": ctx.run_id, "created_at": now}
 
 
-def _printable(records: list[dict]) -> list[dict]:
-    """Keys (paths) with undecodable bytes must not stop the failures part: escape them."""
-    for r in records:
-        for k in ("key", "detail"):
-            r[k] = r[k].encode("utf-8", "backslashreplace").decode("utf-8") if r[k] else r[k]
-    return records
+def _printable(text: str | None) -> str | None:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if text else text
 
 
 def _without_arrays(row: dict) -> dict:

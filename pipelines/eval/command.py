@@ -79,7 +79,7 @@ def run_eval(settings, job: EvalJob, methods: list[Method], items: list[dict], o
             echo(f"failed items {failed} (see {out}/lake/failures; run the same command again to retry)")
     names = [m.name for m in methods]
     rows = write_results(out, names)
-    lines = write_summary(out, rows, names, list(job.metrics))
+    lines = write_summary(out, rows, list(job.metrics))
     gallery = write_gallery(out, rows, names, lines, job.conventions.describe())
     echo(_console_table(lines))
     echo(f"wrote {out / 'results.parquet'}, {out / 'summary.csv'}, {gallery}")

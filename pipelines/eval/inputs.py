@@ -17,8 +17,8 @@ from PIL import Image
 from pipelines.engine.sources import expand_paths, read_bytes
 from schemas.errors import ConfigError, InputImageError
 from schemas.sample import GT_MEMBERS, META_MEMBER
+from supir.image_io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SHARD = "::"  # TAR::MEMBER
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -24,7 +24,7 @@ RESULT_COLUMNS = ["image", "degradation", "method", "metric", "value", "lower_be
 
 def read_rows(out: str | Path) -> pa.Table:
     """Every row written under ``out`` so far (killed runs included), in the table's schema."""
-    parts = list_parts(out, "eval_results") if (Path(out) / "lake" / "eval_results").is_dir() else []
+    parts = list_parts(out, "eval_results")
     if not parts:
         return EVAL_RESULTS.empty_table()
     return pa.concat_tables([pq.read_table(p, schema=EVAL_RESULTS) for p in parts])
@@ -54,7 +54,7 @@ def write_results(out: str | Path, methods: list[str]) -> list[dict]:
     return rows
 
 
-def summary(rows: list[dict], methods: list[str], metrics: list[str]) -> list[dict]:
+def summary(rows: list[dict], metrics: list[str]) -> list[dict]:
     """Table 1's lines: {Degradation, Method, images, <metric label>: mean or the missing note}."""
     groups: dict[tuple[str, str], dict[str, list]] = {}
     for r in rows:
@@ -77,8 +77,8 @@ def summary(rows: list[dict], methods: list[str], metrics: list[str]) -> list[di
     return lines
 
 
-def write_summary(out: str | Path, rows: list[dict], methods: list[str], metrics: list[str]) -> list[dict]:
-    lines = summary(rows, methods, metrics)
+def write_summary(out: str | Path, rows: list[dict], metrics: list[str]) -> list[dict]:
+    lines = summary(rows, metrics)
     columns = ["Degradation", "Method", *[LABELS[m] for m in metrics if any(LABELS[m] in x for x in lines)],
                "images"]  # fmt: skip
     with open(Path(out) / "summary.csv", "w", newline="", encoding="utf-8") as fh:

@@ -55,7 +55,6 @@ class _BucketTable:
 
     def __init__(self, shift: int, width: int, keys: np.ndarray, owners: np.ndarray | None = None):
         self.shift, self.width = shift, width
-        self.mask = np.uint64((1 << width) - 1)
         order = np.argsort(keys, kind="stable")
         order = order if owners is None else owners[order]
         self.order = order.astype(np.int64 if len(keys) >= 1 << 31 else np.int32)
@@ -64,10 +63,15 @@ class _BucketTable:
 
     @classmethod
     def of_codes(cls, codes: np.ndarray, shift: int, width: int) -> "_BucketTable":
-        return cls(shift, width, (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1))
+        return cls(shift, width, substring_keys(codes, shift, width))
 
     def keys(self, codes: np.ndarray) -> np.ndarray:
-        return (codes >> np.uint64(self.shift)) & self.mask
+        return substring_keys(codes, self.shift, self.width)
+
+
+def substring_keys(codes: np.ndarray, shift: int, width: int) -> np.ndarray:
+    """The ``width`` bits of each 64-bit code from bit ``shift`` up: the key of its bucket."""
+    return (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
 
 
 def _probe(table: _BucketTable, codes: np.ndarray, queries: np.ndarray, max_distance: int, radius: int,
@@ -138,7 +142,7 @@ def within_distance(codes: np.ndarray, queries: np.ndarray, max_distance: int, c
     radius = max_distance // len(subs)
     for shift, width in subs:
         flips = _flip_masks(width, radius)
-        keys = (((queries >> np.uint64(shift)) & np.uint64((1 << width) - 1))[:, None] ^ flips[None, :]).ravel()
+        keys = (substring_keys(queries, shift, width)[:, None] ^ flips[None, :]).ravel()
         table = _BucketTable(shift, width, keys, np.repeat(np.arange(len(queries)), len(flips)))
         present = table.counts > 0  # 1 byte a bucket: the lookup every code pays stays in cache
         for start in range(0, len(codes), chunk):

@@ -12,11 +12,8 @@ import numpy as np
 from pipelines.engine.stage import Stage
 from supir.iqa_weights import (  # noqa: F401 - the metric registry lives in supir; re-exported for ingest
     METRICS,
-    MetricSpec,
-    WeightFile,
     check_metrics,
     load_metric,
-    weight_path,
 )
 from supir.pyiqa_import import create_metric, import_pyiqa, transformers_llama_guard  # noqa: F401 - re-exported
 

@@ -3,7 +3,7 @@
 Thresholds are catalog-wide and applied at query time (`quality_reason_sql`), so changing them
 re-judges every scanned image without decoding anything again. Defaults: pipelines/configs/quality.yaml;
 a user YAML overrides them field by field. `migrate_thresholds` follows a recalibrated default when a
-new signals version (pipelines.ingest.quality.SIGNALS_VERSION) changes what a signal measures.
+new signals version (SIGNALS_VERSION below) changes what a signal measures.
 """
 
 import math
@@ -44,6 +44,10 @@ class Bounds:
         if value is None or math.isnan(value):
             return False  # not measured (e.g. jpeg_quality of a PNG): nothing to judge
         return (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+
+    def text(self) -> str:
+        parts = [f"min {self.min:g}" if self.min is not None else "", f"max {self.max:g}" if self.max is not None else ""]
+        return ", ".join(p for p in parts if p) or "not checked"
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,6 @@ class Snapshot:
     scans: dict[str, int]
     iqa_scores: dict[str, int]
 
-    @property
-    def scans_rows(self) -> int:
-        return sum(self.scans.values())
-
 
 @dataclass(frozen=True)
 class DecideState:

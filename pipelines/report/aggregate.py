@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from catalogs.catalog import Catalog
+from pipelines.ingest.thresholds import Bounds
 from pipelines.report import scan_pass
 from pipelines.report.scan_pass import FINE_BINS, PASSED, REJECTED_ELSEWHERE, REJECTED_HERE
 from schemas.tables import QUALITY_SIGNALS
@@ -24,21 +25,9 @@ __all__ = ["FINE_BINS", "REJECTED_ELSEWHERE"]  # re-exported: the tests and the 
 _DECISION_COUNTS_SQL = "SELECT source, reason, count(*) AS n FROM decisions GROUP BY ALL"
 
 
-@dataclass(frozen=True)
-class Bound:
-    """The accepted range of one signal as the catalog stores it (None: that side is not checked)."""
-
-    min: float | None = None
-    max: float | None = None
-
-    def fails(self, value: float | None) -> bool:
-        if value is None or math.isnan(value):
-            return False  # not measured: not judged (as ingest's judge does)
-        return (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
-
-    def text(self) -> str:
-        parts = [f"min {self.min:g}" if self.min is not None else "", f"max {self.max:g}" if self.max is not None else ""]
-        return ", ".join(p for p in parts if p) or "not checked"
+# The accepted range of one signal as the catalog stores it: ingest's own type, so the page judges
+# exactly as ingest does (None: that side is not checked).
+Bound = Bounds
 
 
 @dataclass(frozen=True)
@@ -101,14 +90,14 @@ def _fine_bin(c: str, lo: float, hi: float) -> str:
             f'{FINE_BINS - 1})::INTEGER END AS "b_{c}"')
 
 
-def fine_counts(catalog, relation: str, columns: list[str], group: str):
+def fine_counts(catalog, relation: str, columns: list[str], group: str) -> dict:
     """Two scans: {column: (lo, hi, {group value: [count per fine bin]})}; ``group`` is an expression.
 
     For the small tables (model scores, caption lengths); `scans` goes through `scan_pass`.
     """
     ranges = {c: r for c, r in _min_max(catalog, relation, columns).items() if r}
     if not ranges:
-        return {}, []
+        return {}
     bins = "".join(f", {_fine_bin(c, *r)}" for c, r in ranges.items())
     sets = ", ".join(f'(grp, "b_{c}")' for c in ranges)
     flags = "".join(f', grouping("b_{c}") AS "g_{c}"' for c in ranges)
@@ -120,11 +109,11 @@ def fine_counts(catalog, relation: str, columns: list[str], group: str):
         column = next(c for c in ranges if r[f"g_{c}"] == 0)
         if r[f"b_{column}"] is not None:  # NULL: not measured
             out[column][2].setdefault(r["grp"], [0] * FINE_BINS)[r[f"b_{column}"]] += r["n"]
-    return out, []
+    return out
 
 
-def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, categories=None,
-                      integer: bool = False, unit: str = "images", **exact) -> Histogram:
+def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, integer: bool = False,
+                      unit: str = "images", **exact) -> Histogram:
     """Fine bins -> ``HIST_BINS`` bars over the 0.1–99.9 % range plus the thresholds (see module doc).
 
     ``integer`` values (token counts) get bars a whole number wide, centred on the integers.
@@ -152,8 +141,7 @@ def display_histogram(name: str, fine: tuple[float, float, dict], bound: Bound, 
     step = (d_hi - d_lo) / n_bars
     counts: dict[str, list[int]] = {}
     for group, fine_counts_ in by_group.items():
-        category = categories(group) if categories else group
-        bars = counts.setdefault(category, [0] * n_bars)
+        bars = counts.setdefault(group, [0] * n_bars)
         for i, count in enumerate(fine_counts_):
             if count:
                 centre = lo + (i + 0.5) * width
@@ -205,7 +193,7 @@ def iqa_histograms(catalog) -> list[Histogram]:
     out = []
     for metric in catalog.query("SELECT DISTINCT metric FROM iqa_scores ORDER BY 1").column(0).to_pylist():
         quoted = "'" + metric.replace("'", "''") + "'"
-        fine, _ = fine_counts(catalog, f"(SELECT score FROM iqa_scores WHERE metric = {quoted})", ["score"], f"'{PASSED}'")
+        fine = fine_counts(catalog, f"(SELECT score FROM iqa_scores WHERE metric = {quoted})", ["score"], f"'{PASSED}'")
         if "score" in fine:
             out.append(display_histogram(f"iqa_{metric}", fine["score"], bounds.get(metric, Bound())))
     return out
@@ -219,7 +207,7 @@ def caption_aggregates(catalog) -> tuple[dict, Histogram | None]:
     by_flag = catalog.query(
         "SELECT model, coalesce(flag, 'ok') AS flag, count(*) AS n FROM captions GROUP BY ALL ORDER BY n DESC, model, flag"
     ).to_pylist()
-    fine, _ = fine_counts(catalog, "(SELECT n_tokens FROM captions WHERE flag IS NULL)", ["n_tokens"], f"'{PASSED}'")
+    fine = fine_counts(catalog, "(SELECT n_tokens FROM captions WHERE flag IS NULL)", ["n_tokens"], f"'{PASSED}'")
     stats = {"by_flag": by_flag, "n": 0, "mean": None, "q": [None, None, None]}
     if "n_tokens" not in fine:
         return stats, None

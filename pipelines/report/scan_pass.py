@@ -30,10 +30,6 @@ PASSED, REJECTED_HERE, REJECTED_ELSEWHERE = "passed", "rejected by this signal",
 _CATEGORY_CODES = (PASSED, REJECTED_ELSEWHERE, REJECTED_HERE)  # (verdict IS NOT NULL) + (verdict = this)
 
 
-def finite(c: str) -> str:
-    return f'"{c}" IS NOT NULL AND NOT isnan("{c}")'
-
-
 @dataclass
 class ScanPass:
     counts: list[dict]  # {source, verdict, n}
@@ -42,10 +38,6 @@ class ScanPass:
     every: int = 1  # the histogram sample is 1 in `every` rows
     fine: dict[str, tuple] = field(default_factory=dict)  # signal -> (lo, hi, {category: fine bin counts})
     candidates: dict[str | None, list[str]] = field(default_factory=dict)  # verdict -> up to k paths, by hash
-
-    @property
-    def total(self) -> int:
-        return sum(r["n"] for r in self.counts)
 
 
 def sample_every(total: int) -> int:

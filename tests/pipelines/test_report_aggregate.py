@@ -98,7 +98,7 @@ def test_histograms_count_every_measured_value_by_verdict(catalog):
 
 
 def test_fine_counts_equal_numpy_histogram(catalog):
-    fine, _ = aggregate.fine_counts(catalog, "scans", ["sharpness"], "'all'")
+    fine = aggregate.fine_counts(catalog, "scans", ["sharpness"], "'all'")
     lo, hi, groups = fine["sharpness"]
     x = np.array(catalog.query("SELECT sharpness::DOUBLE FROM scans WHERE sharpness IS NOT NULL").column(0).to_pylist())
     assert (lo, hi) == (x.min(), x.max())
